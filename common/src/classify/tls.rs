@@ -1,0 +1,102 @@
+//! TLS (and SSL 3.0) handshakes: a handshake record (content type 22, version 3.x, plausible
+//! length) carrying a ClientHello or ServerHello whose body starts with a 3.x version.
+//!
+//! Only hellos count: a bare record header is five easy bytes to fake, a hello with consistent
+//! lengths and versions is not. Flows picked up mid-stream (application-data records only) stay
+//! `unknown` here; user space can still judge them from later samples.
+
+use super::{Encryption, Protocol, Verdict};
+
+const CONTENT_HANDSHAKE: u8 = 22;
+const CLIENT_HELLO: u8 = 1;
+const SERVER_HELLO: u8 = 2;
+/// Highest minor version in record and hello headers: SSL 3.0 (0) to TLS 1.3 (4); TLS 1.3
+/// itself puts 3.3 in the legacy fields and negotiates in extensions.
+const MAX_MINOR: u8 = 4;
+/// Hello body floor: version (2) + random (32) + session-id length (1) + at least a 3-byte tail.
+const MIN_HELLO_LEN: u32 = 38;
+/// A record holding the smallest hello: its 4-byte handshake header plus the body floor.
+const MIN_HELLO_RECORD_LEN: u16 = 4 + MIN_HELLO_LEN as u16;
+/// Record length limit: 2^14 plaintext plus the 2048 bytes RFC 8446 allows for expansion.
+const MAX_RECORD_LEN: u16 = (1 << 14) + 2048;
+
+pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
+    let &[
+        CONTENT_HANDSHAKE,
+        3,
+        record_minor,
+        len_hi,
+        len_lo,
+        hs_type,
+        hs_len0,
+        hs_len1,
+        hs_len2,
+        3,
+        hello_minor,
+        ..,
+    ] = w
+    else {
+        return None;
+    };
+    let record_len = u16::from_be_bytes([len_hi, len_lo]);
+    let hello_len = u32::from_be_bytes([0, hs_len0, hs_len1, hs_len2]);
+    let plausible = record_minor <= MAX_MINOR
+        && hello_minor <= MAX_MINOR
+        && matches!(hs_type, CLIENT_HELLO | SERVER_HELLO)
+        && (MIN_HELLO_RECORD_LEN..=MAX_RECORD_LEN).contains(&record_len)
+        && hello_len >= MIN_HELLO_LEN;
+    plausible.then_some(Verdict::new(Protocol::Tls, Encryption::Encrypted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{classify_payload, tests::hex};
+
+    const TLS: Option<Verdict> = Some(Verdict::new(Protocol::Tls, Encryption::Encrypted));
+
+    /// curl 7.88 / OpenSSL 3.0 ClientHello (TLS 1.3 offer), first 48 bytes.
+    const CURL_CLIENT_HELLO: &str =
+        "1603010200010001fc0303e26edf135dc26216ec82aefa065ed38de7fdaead23704a1b1c7d1ba4cd18a390206ee1d926";
+    /// `openssl s_server` ServerHello answering it.
+    const OPENSSL_SERVER_HELLO: &str =
+        "160303007a020000760303dea2c14b93317efcf9dd6af95ad6fe62804ec965e0fc9edf8f2315bf9c379113206ee1d926";
+    /// `openssl s_client -tls1_2` ClientHello and its ServerHello (with the DOWNGRD sentinel).
+    const TLS12_CLIENT_HELLO: &str =
+        "16030100b7010000b30303d50ba61d321ac5573b533f4597c4db5adb06774a73ef7acd3262d25978cdfbab000038c02c";
+    const TLS12_SERVER_HELLO: &str =
+        "16030300410200003d030379382a6e850cddc495f54893a318cdc525885e4208c89232444f574e4752440100c02c0000";
+
+    #[test]
+    fn real_hellos_are_tls_in_both_directions() {
+        for h in [CURL_CLIENT_HELLO, OPENSSL_SERVER_HELLO, TLS12_CLIENT_HELLO, TLS12_SERVER_HELLO] {
+            assert_eq!(detect(&hex(h)), TLS, "{h}");
+            assert_eq!(classify_payload(&hex(h)), TLS.unwrap_or(Verdict::UNKNOWN));
+        }
+    }
+
+    #[test]
+    fn eleven_bytes_are_enough_and_ten_are_not() {
+        let hello = hex(CURL_CLIENT_HELLO);
+        assert_eq!(detect(&hello[..11]), TLS);
+        assert_eq!(detect(&hello[..10]), None);
+    }
+
+    #[test]
+    fn bare_record_headers_and_bad_fields_are_rejected() {
+        // Application data record: could be anything behind a fake header.
+        assert_eq!(detect(&hex("1703030040aabbccddeeff00112233")), None);
+        let mut hello = hex(CURL_CLIENT_HELLO);
+        hello[2] = 9; // record version 3.9
+        assert_eq!(detect(&hello), None);
+        let mut hello = hex(CURL_CLIENT_HELLO);
+        hello[5] = 11; // Certificate, not a hello
+        assert_eq!(detect(&hello), None);
+        let mut hello = hex(CURL_CLIENT_HELLO);
+        hello[3] = 0x60; // record longer than TLS allows
+        assert_eq!(detect(&hello), None);
+        let mut hello = hex(CURL_CLIENT_HELLO);
+        hello[9] = 0x7f; // hello body version is not 3.x
+        assert_eq!(detect(&hello), None);
+    }
+}

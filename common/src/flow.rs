@@ -1,0 +1,219 @@
+//! The flow table: a canonical 5-tuple key (both directions of a connection map to one entry)
+//! and the per-flow state the kernel keeps.
+
+use crate::net::{TCP_ACK, TCP_SYN};
+
+/// Canonical bidirectional 5-tuple. The endpoint that sorts lower (address, then port) is side
+/// 0 (`addr_lo`/`port_lo`), the other side 1, whichever direction the packet went. Addresses are
+/// the raw network-order words; IPv4 uses `[addr, 0, 0, 0]`. Ports are in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub addr_lo: [u32; 4],
+    pub addr_hi: [u32; 4],
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// IP protocol number (TCP, UDP).
+    pub proto: u8,
+    /// [`crate::net::FAMILY_IPV4`] or [`crate::net::FAMILY_IPV6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// Which side of a [`FlowKey`] sent a packet: 0 for the `lo` endpoint, 1 for `hi`.
+pub type Side = u8;
+
+impl FlowKey {
+    /// Builds the canonical key for a packet from `src` to `dst` and returns the sending side.
+    #[inline(always)]
+    pub fn canonical(
+        family: u8,
+        proto: u8,
+        src: [u32; 4],
+        sport: u16,
+        dst: [u32; 4],
+        dport: u16,
+    ) -> (FlowKey, Side) {
+        let src_first = endpoint_le(&src, sport, &dst, dport);
+        let (addr_lo, port_lo, addr_hi, port_hi, side) = if src_first {
+            (src, sport, dst, dport, 0)
+        } else {
+            (dst, dport, src, sport, 1)
+        };
+        let key = FlowKey {
+            addr_lo,
+            addr_hi,
+            port_lo,
+            port_hi,
+            proto,
+            family,
+            _pad: [0; 2],
+        };
+        (key, side)
+    }
+
+    /// Address and port of one side.
+    pub fn endpoint(&self, side: Side) -> ([u32; 4], u16) {
+        if side == 0 {
+            (self.addr_lo, self.port_lo)
+        } else {
+            (self.addr_hi, self.port_hi)
+        }
+    }
+}
+
+/// `(a, ap) <= (b, bp)`, word by word; written out because the BPF target has no `memcmp`.
+#[inline(always)]
+fn endpoint_le(a: &[u32; 4], ap: u16, b: &[u32; 4], bp: u16) -> bool {
+    let mut i = 0;
+    while i < 4 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    ap <= bp
+}
+
+/// `FlowState::flags` layout: TCP flags seen from side 0 in bits 0-7, from side 1 in bits 8-15,
+/// and sealwatch's own state bits from 16 up. One `u32` so the kernel can update it with a single
+/// atomic OR and learn what was set before.
+pub const FLAGS_SIDE_SHIFT: u32 = 8;
+/// A verdict (`protocol`/`encryption`) is final; later packets take the fast path.
+pub const FLOW_VERDICT: u32 = 1 << 16;
+/// The kernel sent the close notice (first FIN or RST).
+pub const FLOW_CLOSING: u32 = 1 << 17;
+/// A first-payload packet from side 0 / side 1 has been classified.
+pub const FLOW_CLASSIFIED_SIDE0: u32 = 1 << 18;
+pub const FLOW_CLASSIFIED_SIDE1: u32 = 1 << 19;
+
+/// `FlowState::client_side` when neither SYN nor ports told which side opened the flow.
+pub const CLIENT_UNKNOWN: u8 = 0xff;
+
+/// Per-flow state. Counters are indexed by sending side and updated with atomic adds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowState {
+    /// `bpf_ktime_get_ns` of the first and latest packet.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: [u64; 2],
+    /// IP-layer bytes (header included), as AWS flow logs count them.
+    pub bytes: [u64; 2],
+    /// See [`FLAGS_SIDE_SHIFT`] and the `FLOW_*` bits.
+    pub flags: u32,
+    /// Interface that owns the flow: packets of it seen elsewhere are not counted twice.
+    pub ifindex: u32,
+    /// `verdict_ns`: when the verdict was reached.
+    pub verdict_ns: u64,
+    /// [`crate::Protocol`] and [`crate::Encryption`] as `u8`.
+    pub protocol: u8,
+    pub encryption: u8,
+    /// Side that opened the flow, or [`CLIENT_UNKNOWN`].
+    pub client_side: u8,
+    /// Payload-carrying packets seen per side (saturating).
+    pub payload_packets: [u8; 2],
+    pub _pad: [u8; 3],
+    /// Payload bytes already sent to user space as samples, per side.
+    pub sampled: [u16; 2],
+    pub _pad2: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<FlowState>() == 80);
+
+impl FlowState {
+    /// TCP flags seen from `side`.
+    pub fn tcp_flags(&self, side: Side) -> u8 {
+        (self.flags >> (FLAGS_SIDE_SHIFT * u32::from(side & 1))) as u8
+    }
+}
+
+/// Decides which side opened a flow from its first observed packet. A SYN says it outright;
+/// without one (the agent started mid-connection, or UDP) a service port on one end and a client
+/// port on the other decides; failing that, the first sender is the client.
+#[inline(always)]
+pub fn client_side(sender: Side, tcp_flags: Option<u8>, sender_port: u16, receiver_port: u16) -> u8 {
+    let receiver = sender ^ 1;
+    if let Some(flags) = tcp_flags
+        && flags & TCP_SYN != 0
+    {
+        return if flags & TCP_ACK != 0 { receiver } else { sender };
+    }
+    match (port_rank(sender_port), port_rank(receiver_port)) {
+        (s, r) if s < r => receiver,
+        (s, r) if s > r => sender,
+        _ => sender,
+    }
+}
+
+/// How "server-like" a port is: system ports (below 1024) rank lowest, the Linux/IANA ephemeral
+/// ranges highest. Port 0 (no ports) ranks like an ephemeral port so it never wins.
+#[inline(always)]
+const fn port_rank(port: u16) -> u8 {
+    match port {
+        0 => 2,
+        1..=1023 => 0,
+        1024..=32767 => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{FAMILY_IPV4, IPPROTO_TCP, TCP_FIN};
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> [u32; 4] {
+        [u32::from_ne_bytes([a, b, c, d]), 0, 0, 0]
+    }
+
+    #[test]
+    fn both_directions_share_one_key() {
+        let (a, sa) =
+            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(10, 0, 0, 2), 40000, v4(10, 0, 0, 1), 80);
+        let (b, sb) =
+            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(10, 0, 0, 1), 80, v4(10, 0, 0, 2), 40000);
+        assert_eq!(a, b);
+        assert_ne!(sa, sb);
+        assert_eq!(a.endpoint(sa), (v4(10, 0, 0, 2), 40000));
+        assert_eq!(a.endpoint(sb), (v4(10, 0, 0, 1), 80));
+    }
+
+    #[test]
+    fn same_address_orders_by_port() {
+        let (k, side) =
+            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(127, 0, 0, 1), 9000, v4(127, 0, 0, 1), 80);
+        assert_eq!((k.port_lo, k.port_hi, side), (80, 9000, 1));
+    }
+
+    #[test]
+    fn syn_sender_is_client_even_on_a_low_port() {
+        assert_eq!(client_side(1, Some(TCP_SYN), 22, 50000), 1);
+        assert_eq!(client_side(0, Some(TCP_SYN | TCP_ACK), 443, 40000), 1);
+    }
+
+    #[test]
+    fn without_syn_the_service_port_is_the_server() {
+        // Mid-flow data from the server (port 6379) to an ephemeral client port.
+        assert_eq!(client_side(0, Some(TCP_ACK), 6379, 51000), 1);
+        // DNS reply seen first: the port-53 side is the server.
+        assert_eq!(client_side(1, None, 53, 33000), 0);
+        assert_eq!(client_side(0, Some(TCP_FIN | TCP_ACK), 40000, 443), 0);
+    }
+
+    #[test]
+    fn equal_rank_falls_back_to_first_sender() {
+        assert_eq!(client_side(1, None, 5000, 6000), 1);
+        assert_eq!(client_side(0, None, 0, 0), 0);
+    }
+
+    #[test]
+    fn flags_are_split_per_side() {
+        let s = FlowState {
+            flags: u32::from(TCP_SYN) | (u32::from(TCP_SYN | TCP_ACK) << FLAGS_SIDE_SHIFT) | FLOW_VERDICT,
+            ..Default::default()
+        };
+        assert_eq!(s.tcp_flags(0), TCP_SYN);
+        assert_eq!(s.tcp_flags(1), TCP_SYN | TCP_ACK);
+    }
+}
