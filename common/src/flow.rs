@@ -35,22 +35,36 @@ impl FlowKey {
         dst: [u32; 4],
         dport: u16,
     ) -> (FlowKey, Side) {
-        let src_first = endpoint_le(&src, sport, &dst, dport);
-        let (addr_lo, port_lo, addr_hi, port_hi, side) = if src_first {
+        let mut key = FlowKey::default();
+        let side = key.set_canonical(family, proto, &src, sport, &dst, dport);
+        (key, side)
+    }
+
+    /// [`FlowKey::canonical`] written in place, for the kernel's tight stack.
+    #[inline(always)]
+    pub fn set_canonical(
+        &mut self,
+        family: u8,
+        proto: u8,
+        src: &[u32; 4],
+        sport: u16,
+        dst: &[u32; 4],
+        dport: u16,
+    ) -> Side {
+        let src_first = endpoint_le(src, sport, dst, dport);
+        let (lo, port_lo, hi, port_hi, side) = if src_first {
             (src, sport, dst, dport, 0)
         } else {
             (dst, dport, src, sport, 1)
         };
-        let key = FlowKey {
-            addr_lo,
-            addr_hi,
-            port_lo,
-            port_hi,
-            proto,
-            family,
-            _pad: [0; 2],
-        };
-        (key, side)
+        self.addr_lo = *lo;
+        self.addr_hi = *hi;
+        self.port_lo = port_lo;
+        self.port_hi = port_hi;
+        self.proto = proto;
+        self.family = family;
+        self._pad = [0; 2];
+        side
     }
 
     /// Address and port of one side.
@@ -77,16 +91,17 @@ fn endpoint_le(a: &[u32; 4], ap: u16, b: &[u32; 4], bp: u16) -> bool {
 }
 
 /// `FlowState::flags` layout: TCP flags seen from side 0 in bits 0-7, from side 1 in bits 8-15,
-/// and sealwatch's own state bits from 16 up. One `u32` so the kernel can update it with a single
-/// atomic OR and learn what was set before.
+/// and sealwatch's own state bits from 16 up. One word so the kernel can update it with a single
+/// atomic OR and learn what was set before; 64 bits because BPF's generic CPU target has no
+/// 32-bit atomics.
 pub const FLAGS_SIDE_SHIFT: u32 = 8;
 /// A verdict (`protocol`/`encryption`) is final; later packets take the fast path.
-pub const FLOW_VERDICT: u32 = 1 << 16;
+pub const FLOW_VERDICT: u64 = 1 << 16;
 /// The kernel sent the close notice (first FIN or RST).
-pub const FLOW_CLOSING: u32 = 1 << 17;
+pub const FLOW_CLOSING: u64 = 1 << 17;
 /// A first-payload packet from side 0 / side 1 has been classified.
-pub const FLOW_CLASSIFIED_SIDE0: u32 = 1 << 18;
-pub const FLOW_CLASSIFIED_SIDE1: u32 = 1 << 19;
+pub const FLOW_CLASSIFIED_SIDE0: u64 = 1 << 18;
+pub const FLOW_CLASSIFIED_SIDE1: u64 = 1 << 19;
 
 /// `FlowState::client_side` when neither SYN nor ports told which side opened the flow.
 pub const CLIENT_UNKNOWN: u8 = 0xff;
@@ -102,22 +117,22 @@ pub struct FlowState {
     /// IP-layer bytes (header included), as AWS flow logs count them.
     pub bytes: [u64; 2],
     /// See [`FLAGS_SIDE_SHIFT`] and the `FLOW_*` bits.
-    pub flags: u32,
+    pub flags: u64,
+    /// `bpf_ktime_get_ns` when the verdict was reached.
+    pub verdict_ns: u64,
     /// Interface that owns the flow: packets of it seen elsewhere are not counted twice.
     pub ifindex: u32,
-    /// `verdict_ns`: when the verdict was reached.
-    pub verdict_ns: u64,
     /// [`crate::Protocol`] and [`crate::Encryption`] as `u8`.
     pub protocol: u8,
     pub encryption: u8,
     /// Side that opened the flow, or [`CLIENT_UNKNOWN`].
     pub client_side: u8,
+    pub _pad: u8,
     /// Payload-carrying packets seen per side (saturating).
     pub payload_packets: [u8; 2],
-    pub _pad: [u8; 3],
     /// Payload bytes already sent to user space as samples, per side.
     pub sampled: [u16; 2],
-    pub _pad2: [u8; 4],
+    pub _pad2: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowState>() == 80);
 
@@ -210,7 +225,7 @@ mod tests {
     #[test]
     fn flags_are_split_per_side() {
         let s = FlowState {
-            flags: u32::from(TCP_SYN) | (u32::from(TCP_SYN | TCP_ACK) << FLAGS_SIDE_SHIFT) | FLOW_VERDICT,
+            flags: u64::from(TCP_SYN) | (u64::from(TCP_SYN | TCP_ACK) << FLAGS_SIDE_SHIFT) | FLOW_VERDICT,
             ..Default::default()
         };
         assert_eq!(s.tcp_flags(0), TCP_SYN);

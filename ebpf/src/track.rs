@@ -1,0 +1,224 @@
+//! Flow tracking: account every packet to its flow, classify the first payload of each side
+//! until a verdict is reached, and sample the first payload bytes for user space.
+
+use core::{ffi::c_void, ptr::addr_of_mut};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use sealwatch_common::{
+    CLASSIFY_WINDOW, MAX_SAMPLE, UNKNOWN_AFTER_PAYLOAD_PACKETS, Verdict, classify_payload,
+    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample},
+    flow::{
+        FLAGS_SIDE_SHIFT, FLOW_CLASSIFIED_SIDE0, FLOW_CLASSIFIED_SIDE1, FLOW_CLOSING, FLOW_VERDICT,
+        FlowState, client_side,
+    },
+    net::{TCP_FIN, TCP_RST},
+    stats::Stat,
+};
+
+use crate::{
+    atomic::{add_u64, fetch_or_u64, load_u64},
+    maps::{EVENTS, FLOWS, SAMPLE_BYTES, count},
+    packet::{Packet, Parsed},
+};
+
+/// Where a packet came from, for records and per-hook logic.
+pub struct Seen {
+    pub hook: u8,
+    pub ifindex: u32,
+    pub now: u64,
+}
+
+#[inline(never)]
+pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
+    let seen = Seen { hook, ifindex: pkt.ifindex(), now: unsafe { bpf_ktime_get_ns() } };
+    let state = match FLOWS.get_ptr_mut(&p.key) {
+        Some(s) => s,
+        None => new_flow(p, &seen)?,
+    };
+    // SAFETY: map values stay valid for the program's run; concurrent writers are other CPUs
+    // updating the same flow, which is why counters and flags use atomics.
+    let state = unsafe { &mut *state };
+    if state.ifindex != seen.ifindex {
+        // Routed or bridged between two watched interfaces: count it once, where it started.
+        return Err(Stat::ForeignInterface);
+    }
+    let side = usize::from(p.side & 1);
+    add_u64(&mut state.packets[side], u64::from(pkt.segments()));
+    add_u64(&mut state.bytes[side], u64::from(p.ip_len));
+    state.last_ns = seen.now;
+
+    let flags = record_tcp_flags(state, p, &seen)?;
+    if p.payload_len == 0 {
+        return Ok(());
+    }
+    if flags & FLOW_VERDICT == 0 {
+        classify(pkt, state, p, &seen, flags)?;
+    }
+    sample(pkt, state, p, &seen)
+}
+
+#[inline(never)]
+fn new_flow(p: &Parsed, seen: &Seen) -> Result<*mut FlowState, Stat> {
+    let state = FlowState {
+        first_ns: seen.now,
+        ifindex: seen.ifindex,
+        client_side: client_side(p.side, p.tcp_flags, p.sport, p.dport),
+        ..FlowState::default()
+    };
+    // NOEXIST: another CPU may have created it meanwhile; then use theirs.
+    if FLOWS.insert(&p.key, &state, u64::from(BPF_NOEXIST)).is_err() {
+        count(Stat::FlowInsertFailed);
+    }
+    FLOWS.get_ptr_mut(&p.key).ok_or(Stat::FlowInsertFailed)
+}
+
+/// ORs this packet's TCP flags (and the closing bit on FIN/RST) into the flow; sends the close
+/// notice the first time. Returns the flags as they are now.
+#[inline(always)]
+fn record_tcp_flags(state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<u64, Stat> {
+    let flags = load_u64(&state.flags);
+    let Some(tcp) = p.tcp_flags else {
+        return Ok(flags);
+    };
+    let mut bits = u64::from(tcp) << (FLAGS_SIDE_SHIFT * u32::from(p.side & 1));
+    if tcp & (TCP_FIN | TCP_RST) != 0 {
+        bits |= FLOW_CLOSING;
+    }
+    if flags & bits == bits {
+        return Ok(flags);
+    }
+    let before = fetch_or_u64(&mut state.flags, bits);
+    if bits & !before & FLOW_CLOSING != 0 {
+        notify(KIND_CLOSE, state, p, seen)?;
+    }
+    Ok(before | bits)
+}
+
+/// Runs the classifier on the first payload packet of each side; ends as `unknown` once both
+/// sides were unknown, or one side kept talking without a verdict.
+#[inline(never)]
+fn classify<P: Packet>(
+    pkt: &P,
+    state: &mut FlowState,
+    p: &Parsed,
+    seen: &Seen,
+    flags: u64,
+) -> Result<(), Stat> {
+    let (mine, theirs) = if p.side == 0 {
+        (FLOW_CLASSIFIED_SIDE0, FLOW_CLASSIFIED_SIDE1)
+    } else {
+        (FLOW_CLASSIFIED_SIDE1, FLOW_CLASSIFIED_SIDE0)
+    };
+    let side = usize::from(p.side & 1);
+    let sent = state.payload_packets[side].saturating_add(1);
+    state.payload_packets[side] = sent;
+    if flags & mine != 0 {
+        if sent >= UNKNOWN_AFTER_PAYLOAD_PACKETS {
+            return set_verdict(state, p, seen, Verdict::UNKNOWN);
+        }
+        return Ok(());
+    }
+    // Exactly one CPU classifies each side: whoever flips the bit.
+    let before = fetch_or_u64(&mut state.flags, mine);
+    if before & mine != 0 {
+        return Ok(());
+    }
+    let mut window = [0u8; CLASSIFY_WINDOW];
+    let mut n = p.payload_len;
+    if n > CLASSIFY_WINDOW as u32 {
+        n = CLASSIFY_WINDOW as u32;
+    }
+    if n == 0 || pkt.load_bytes(p.payload_off, window.as_mut_ptr() as *mut c_void, n) != 0 {
+        return Err(Stat::LoadBytesFailed);
+    }
+    let verdict = classify_payload(window.get(..n as usize).unwrap_or(&[]));
+    if verdict.is_known() || before & theirs != 0 {
+        return set_verdict(state, p, seen, verdict);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn set_verdict(state: &mut FlowState, p: &Parsed, seen: &Seen, v: Verdict) -> Result<(), Stat> {
+    state.protocol = v.protocol as u8;
+    state.encryption = v.encryption as u8;
+    state.verdict_ns = seen.now;
+    let before = fetch_or_u64(&mut state.flags, FLOW_VERDICT);
+    if before & FLOW_VERDICT == 0 {
+        notify(KIND_VERDICT, state, p, seen)?;
+    }
+    Ok(())
+}
+
+#[inline(never)]
+fn notify(kind: u8, state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
+    let Some(mut entry) = EVENTS.reserve::<FlowNotice>(0) else {
+        return Err(Stat::NoticesLost);
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved, writable FlowNotice; written field by field to keep
+    // the record off the stack.
+    unsafe {
+        (*rec).kind = kind;
+        (*rec).hook = seen.hook;
+        (*rec).side = p.side;
+        (*rec).protocol = state.protocol;
+        (*rec).encryption = state.encryption;
+        (*rec).client_side = state.client_side;
+        (*rec)._pad = [0; 2];
+        (*rec).ifindex = seen.ifindex;
+        (*rec)._pad2 = 0;
+        (*rec).ts_ns = seen.now;
+        (*rec).key = p.key;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Sends this packet's payload up while the side has sampled fewer than `SAMPLE_BYTES`.
+#[inline(never)]
+fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
+    let side = usize::from(p.side & 1);
+    let limit = u32::from(SAMPLE_BYTES.load()).min(MAX_SAMPLE as u32);
+    let done = u32::from(state.sampled[side]);
+    if done >= limit {
+        return Ok(());
+    }
+    let mut n = p.payload_len;
+    if n > limit - done {
+        n = limit - done;
+    }
+    state.sampled[side] = (done + n) as u16;
+    if n > MAX_SAMPLE as u32 {
+        n = MAX_SAMPLE as u32;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let Some(mut entry) = EVENTS.reserve::<PayloadSample>(0) else {
+        return Err(Stat::SamplesLost);
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved, writable PayloadSample; `n` is in 1..=MAX_SAMPLE so
+    // the copy stays inside `data`.
+    let copied = unsafe {
+        (*rec).kind = KIND_SAMPLE;
+        (*rec).hook = seen.hook;
+        (*rec).side = p.side;
+        (*rec)._pad = 0;
+        (*rec).ifindex = seen.ifindex;
+        (*rec).seq = p.seq;
+        (*rec).offset = done;
+        (*rec).ts_ns = seen.now;
+        (*rec).key = p.key;
+        (*rec).payload_len = p.payload_len;
+        (*rec).captured = n;
+        pkt.load_bytes(p.payload_off, addr_of_mut!((*rec).data) as *mut c_void, n)
+    };
+    if copied != 0 {
+        entry.discard(0);
+        return Err(Stat::LoadBytesFailed);
+    }
+    entry.submit(0);
+    Ok(())
+}
