@@ -1,10 +1,76 @@
-fn main() {
-    let bytes = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sealwatch"));
-    let mut ebpf = aya::Ebpf::load(bytes).unwrap();
-    for name in ["tc_ingress", "tc_egress"] {
-        let p: &mut aya::programs::SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        if let Err(e) = p.load() { println!("{name}: {e:#?}"); } else { println!("{name} ok"); }
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::Parser;
+use sealwatch::{
+    cli::{Cli, Command, OutputFormat},
+    run,
+};
+use tracing_subscriber::{EnvFilter, filter::LevelFilter};
+
+fn main() -> ExitCode {
+    // clap exits with 2 on bad usage, as the contract wants.
+    let cli = Cli::parse();
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let kernel_log_level = kernel_log_level(&filter);
+    // Logs go to stderr; stdout carries only events.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match cli.command {
+        Command::Run(args) => {
+            let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
+                OutputFormat::Text
+            } else {
+                OutputFormat::Json
+            });
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(run::run(
+                &args,
+                format,
+                std::io::stdout().lock(),
+                kernel_log_level,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&error_chain(&e)),
+            }
+        }
     }
-    let p: &mut aya::programs::Xdp = ebpf.program_mut("xdp_ingress").unwrap().try_into().unwrap();
-    if let Err(e) = p.load() { println!("xdp: {e:#?}"); } else { println!("xdp ok"); }
+}
+
+/// aya-log level for the kernel programs: their debug statements cost nothing unless asked for.
+fn kernel_log_level(filter: &EnvFilter) -> u8 {
+    match filter.max_level_hint() {
+        Some(LevelFilter::TRACE) => 5,
+        Some(LevelFilter::DEBUG) => 4,
+        _ => 0,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("sealwatch: {msg}");
+    ExitCode::from(1)
 }

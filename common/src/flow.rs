@@ -147,12 +147,21 @@ impl FlowState {
 /// without one (the agent started mid-connection, or UDP) a service port on one end and a client
 /// port on the other decides; failing that, the first sender is the client.
 #[inline(always)]
-pub fn client_side(sender: Side, tcp_flags: Option<u8>, sender_port: u16, receiver_port: u16) -> u8 {
+pub fn client_side(
+    sender: Side,
+    tcp_flags: Option<u8>,
+    sender_port: u16,
+    receiver_port: u16,
+) -> u8 {
     let receiver = sender ^ 1;
     if let Some(flags) = tcp_flags
         && flags & TCP_SYN != 0
     {
-        return if flags & TCP_ACK != 0 { receiver } else { sender };
+        return if flags & TCP_ACK != 0 {
+            receiver
+        } else {
+            sender
+        };
     }
     match (port_rank(sender_port), port_rank(receiver_port)) {
         (s, r) if s < r => receiver,
@@ -184,10 +193,22 @@ mod tests {
 
     #[test]
     fn both_directions_share_one_key() {
-        let (a, sa) =
-            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(10, 0, 0, 2), 40000, v4(10, 0, 0, 1), 80);
-        let (b, sb) =
-            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(10, 0, 0, 1), 80, v4(10, 0, 0, 2), 40000);
+        let (a, sa) = FlowKey::canonical(
+            FAMILY_IPV4,
+            IPPROTO_TCP,
+            v4(10, 0, 0, 2),
+            40000,
+            v4(10, 0, 0, 1),
+            80,
+        );
+        let (b, sb) = FlowKey::canonical(
+            FAMILY_IPV4,
+            IPPROTO_TCP,
+            v4(10, 0, 0, 1),
+            80,
+            v4(10, 0, 0, 2),
+            40000,
+        );
         assert_eq!(a, b);
         assert_ne!(sa, sb);
         assert_eq!(a.endpoint(sa), (v4(10, 0, 0, 2), 40000));
@@ -196,8 +217,14 @@ mod tests {
 
     #[test]
     fn same_address_orders_by_port() {
-        let (k, side) =
-            FlowKey::canonical(FAMILY_IPV4, IPPROTO_TCP, v4(127, 0, 0, 1), 9000, v4(127, 0, 0, 1), 80);
+        let (k, side) = FlowKey::canonical(
+            FAMILY_IPV4,
+            IPPROTO_TCP,
+            v4(127, 0, 0, 1),
+            9000,
+            v4(127, 0, 0, 1),
+            80,
+        );
         assert_eq!((k.port_lo, k.port_hi, side), (80, 9000, 1));
     }
 
@@ -225,7 +252,9 @@ mod tests {
     #[test]
     fn flags_are_split_per_side() {
         let s = FlowState {
-            flags: u64::from(TCP_SYN) | (u64::from(TCP_SYN | TCP_ACK) << FLAGS_SIDE_SHIFT) | FLOW_VERDICT,
+            flags: u64::from(TCP_SYN)
+                | (u64::from(TCP_SYN | TCP_ACK) << FLAGS_SIDE_SHIFT)
+                | FLOW_VERDICT,
             ..Default::default()
         };
         assert_eq!(s.tcp_flags(0), TCP_SYN);

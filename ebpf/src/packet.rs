@@ -184,10 +184,25 @@ fn parse_ipv4<P: Packet>(
     if ip_len < ihl as u32 {
         return Err(Skip::Malformed);
     }
-    let src = [u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]), 0, 0, 0];
-    let dst = [u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]), 0, 0, 0];
+    let src = [
+        u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        0,
+        0,
+        0,
+    ];
+    let dst = [
+        u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+        0,
+        0,
+        0,
+    ];
     out.ip_len = ip_len;
-    let l4 = L4 { family: FAMILY_IPV4, proto: ip[9], off: l3 + ihl, len: ip_len - ihl as u32 };
+    let l4 = L4 {
+        family: FAMILY_IPV4,
+        proto: ip[9],
+        off: l3 + ihl,
+        len: ip_len - ihl as u32,
+    };
     parse_l4(pkt, start, end, &l4, src, dst, out)
 }
 
@@ -224,7 +239,10 @@ fn parse_ipv6<P: Packet>(
             _ => break,
         }
     }
-    if matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT) {
+    if matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+    ) {
         return Err(Skip::Malformed);
     }
     let ext_len = (l4 - l3 - IPV6_HDR_LEN) as u32;
@@ -232,7 +250,12 @@ fn parse_ipv6<P: Packet>(
         return Err(Skip::Malformed);
     }
     out.ip_len = payload + IPV6_HDR_LEN as u32;
-    let l4 = L4 { family: FAMILY_IPV6, proto: next, off: l4, len: payload - ext_len };
+    let l4 = L4 {
+        family: FAMILY_IPV6,
+        proto: next,
+        off: l4,
+        len: payload - ext_len,
+    };
     parse_l4(pkt, start, end, &l4, src, dst, out)
 }
 
@@ -264,11 +287,23 @@ fn parse_l4<P: Packet>(
                 return Err(Skip::Malformed);
             }
             let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-            (be16(tcp[0], tcp[1]), be16(tcp[2], tcp[3]), Some(tcp[13]), seq, doff)
+            (
+                be16(tcp[0], tcp[1]),
+                be16(tcp[2], tcp[3]),
+                Some(tcp[13]),
+                seq,
+                doff,
+            )
         }
         IPPROTO_UDP => {
             let udp = header::<UDP_HDR_LEN>(start, end, l4.off)?;
-            (be16(udp[0], udp[1]), be16(udp[2], udp[3]), None, 0, UDP_HDR_LEN as u32)
+            (
+                be16(udp[0], udp[1]),
+                be16(udp[2], udp[3]),
+                None,
+                0,
+                UDP_HDR_LEN as u32,
+            )
         }
         _ => return Err(Skip::OtherTransport),
     };
@@ -281,6 +316,8 @@ fn parse_l4<P: Packet>(
     out.dport = dport;
     out.tcp_flags = tcp_flags;
     out.seq = seq;
-    out.side = out.key.set_canonical(l4.family, l4.proto, &src, sport, &dst, dport);
+    out.side = out
+        .key
+        .set_canonical(l4.family, l4.proto, &src, sport, &dst, dport);
     Ok(())
 }

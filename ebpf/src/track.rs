@@ -30,7 +30,11 @@ pub struct Seen {
 
 #[inline(never)]
 pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
-    let seen = Seen { hook, ifindex: pkt.ifindex(), now: unsafe { bpf_ktime_get_ns() } };
+    let seen = Seen {
+        hook,
+        ifindex: pkt.ifindex(),
+        now: unsafe { bpf_ktime_get_ns() },
+    };
     let state = match FLOWS.get_ptr_mut(&p.key) {
         Some(s) => s,
         None => new_flow(p, &seen)?,
@@ -66,7 +70,10 @@ fn new_flow(p: &Parsed, seen: &Seen) -> Result<*mut FlowState, Stat> {
         ..FlowState::default()
     };
     // NOEXIST: another CPU may have created it meanwhile; then use theirs.
-    if FLOWS.insert(&p.key, &state, u64::from(BPF_NOEXIST)).is_err() {
+    if FLOWS
+        .insert(&p.key, &state, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         count(Stat::FlowInsertFailed);
     }
     FLOWS.get_ptr_mut(&p.key).ok_or(Stat::FlowInsertFailed)

@@ -35,7 +35,22 @@ fn method_len(w: &[u8]) -> Option<usize> {
 
 #[inline(always)]
 fn is_status_line(w: &[u8]) -> bool {
-    let &[b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'0' | b'1', b' ', d0, d1, d2, ..] = w else {
+    let &[
+        b'H',
+        b'T',
+        b'T',
+        b'P',
+        b'/',
+        b'1',
+        b'.',
+        b'0' | b'1',
+        b' ',
+        d0,
+        d1,
+        d2,
+        ..,
+    ] = w
+    else {
         return false;
     };
     matches!(d0, b'1'..=b'5') && d1.is_ascii_digit() && d2.is_ascii_digit()
@@ -47,9 +62,18 @@ mod tests {
 
     #[test]
     fn curl_request_and_python_response() {
-        assert_eq!(detect(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nUser-Agen"), Some(HTTP));
-        assert_eq!(detect(b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3"), Some(HTTP));
-        assert_eq!(detect(b"HTTP/1.1 404 Not Found\r\nServer: nginx/1.22.1\r\n"), Some(HTTP));
+        assert_eq!(
+            detect(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nUser-Agen"),
+            Some(HTTP)
+        );
+        assert_eq!(
+            detect(b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3"),
+            Some(HTTP)
+        );
+        assert_eq!(
+            detect(b"HTTP/1.1 404 Not Found\r\nServer: nginx/1.22.1\r\n"),
+            Some(HTTP)
+        );
     }
 
     #[test]
@@ -65,7 +89,12 @@ mod tests {
             b"TRACE / HTTP/1.1\r\n",
             b"GET http://proxy.example/ HTTP/1.1\r\n",
         ] {
-            assert_eq!(detect(line), Some(HTTP), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                detect(line),
+                Some(HTTP),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -79,6 +108,10 @@ mod tests {
         assert_eq!(detect(b"HTTP/2.0 200 OK\r\n"), None);
         assert_eq!(detect(b"HTTP/1.1 2x0 OK\r\n"), None);
         assert_eq!(detect(b"HTTP/1.1 200"), Some(HTTP));
-        assert_eq!(detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), None, "h2c preface is not HTTP/1.x");
+        assert_eq!(
+            detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            None,
+            "h2c preface is not HTTP/1.x"
+        );
     }
 }

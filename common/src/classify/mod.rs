@@ -35,7 +35,12 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 4] = [Protocol::Unknown, Protocol::Tls, Protocol::Ssh, Protocol::Http];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Unknown,
+        Protocol::Tls,
+        Protocol::Ssh,
+        Protocol::Http,
+    ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
     pub const fn name(self) -> &'static str {
@@ -96,7 +101,10 @@ impl Verdict {
     pub const UNKNOWN: Verdict = Verdict::new(Protocol::Unknown, Encryption::Unknown);
 
     pub const fn new(protocol: Protocol, encryption: Encryption) -> Verdict {
-        Verdict { protocol, encryption }
+        Verdict {
+            protocol,
+            encryption,
+        }
     }
 
     pub const fn is_known(self) -> bool {
@@ -141,7 +149,10 @@ pub(crate) mod tests {
     pub(crate) fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16).unwrap_or_else(|e| panic!("{s}: {e}")))
+            .map(|i| {
+                u8::from_str_radix(s.get(i..i + 2).unwrap_or("zz"), 16)
+                    .unwrap_or_else(|e| panic!("{s}: {e}"))
+            })
             .collect()
     }
 
@@ -150,7 +161,11 @@ pub(crate) mod tests {
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_u8(p as u8), p);
         }
-        for e in [Encryption::Unknown, Encryption::Plaintext, Encryption::Encrypted] {
+        for e in [
+            Encryption::Unknown,
+            Encryption::Plaintext,
+            Encryption::Encrypted,
+        ] {
             assert_eq!(Encryption::from_u8(e as u8), e);
         }
     }
@@ -166,7 +181,10 @@ pub(crate) mod tests {
     #[test]
     fn empty_and_random_payloads_are_unknown() {
         assert_eq!(classify_payload(b""), Verdict::UNKNOWN);
-        assert_eq!(classify_payload(&[0x8f, 0x11, 0xe2, 0x00, 0x7a, 0x33, 0x90]), Verdict::UNKNOWN);
+        assert_eq!(
+            classify_payload(&[0x8f, 0x11, 0xe2, 0x00, 0x7a, 0x33, 0x90]),
+            Verdict::UNKNOWN
+        );
         assert_eq!(classify_payload(b"hello there\n"), Verdict::UNKNOWN);
     }
 }

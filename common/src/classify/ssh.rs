@@ -4,7 +4,8 @@
 use super::{Encryption, Protocol, Verdict, has_prefix};
 
 pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
-    let versioned = has_prefix(w, b"SSH-2.0-") || has_prefix(w, b"SSH-1.99-") || has_prefix(w, b"SSH-1.5-");
+    let versioned =
+        has_prefix(w, b"SSH-2.0-") || has_prefix(w, b"SSH-1.99-") || has_prefix(w, b"SSH-1.5-");
     versioned.then_some(Verdict::new(Protocol::Ssh, Encryption::Encrypted))
 }
 

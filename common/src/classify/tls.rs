@@ -56,20 +56,21 @@ mod tests {
     const TLS: Option<Verdict> = Some(Verdict::new(Protocol::Tls, Encryption::Encrypted));
 
     /// curl 7.88 / OpenSSL 3.0 ClientHello (TLS 1.3 offer), first 48 bytes.
-    const CURL_CLIENT_HELLO: &str =
-        "1603010200010001fc0303e26edf135dc26216ec82aefa065ed38de7fdaead23704a1b1c7d1ba4cd18a390206ee1d926";
+    const CURL_CLIENT_HELLO: &str = "1603010200010001fc0303e26edf135dc26216ec82aefa065ed38de7fdaead23704a1b1c7d1ba4cd18a390206ee1d926";
     /// `openssl s_server` ServerHello answering it.
-    const OPENSSL_SERVER_HELLO: &str =
-        "160303007a020000760303dea2c14b93317efcf9dd6af95ad6fe62804ec965e0fc9edf8f2315bf9c379113206ee1d926";
+    const OPENSSL_SERVER_HELLO: &str = "160303007a020000760303dea2c14b93317efcf9dd6af95ad6fe62804ec965e0fc9edf8f2315bf9c379113206ee1d926";
     /// `openssl s_client -tls1_2` ClientHello and its ServerHello (with the DOWNGRD sentinel).
-    const TLS12_CLIENT_HELLO: &str =
-        "16030100b7010000b30303d50ba61d321ac5573b533f4597c4db5adb06774a73ef7acd3262d25978cdfbab000038c02c";
-    const TLS12_SERVER_HELLO: &str =
-        "16030300410200003d030379382a6e850cddc495f54893a318cdc525885e4208c89232444f574e4752440100c02c0000";
+    const TLS12_CLIENT_HELLO: &str = "16030100b7010000b30303d50ba61d321ac5573b533f4597c4db5adb06774a73ef7acd3262d25978cdfbab000038c02c";
+    const TLS12_SERVER_HELLO: &str = "16030300410200003d030379382a6e850cddc495f54893a318cdc525885e4208c89232444f574e4752440100c02c0000";
 
     #[test]
     fn real_hellos_are_tls_in_both_directions() {
-        for h in [CURL_CLIENT_HELLO, OPENSSL_SERVER_HELLO, TLS12_CLIENT_HELLO, TLS12_SERVER_HELLO] {
+        for h in [
+            CURL_CLIENT_HELLO,
+            OPENSSL_SERVER_HELLO,
+            TLS12_CLIENT_HELLO,
+            TLS12_SERVER_HELLO,
+        ] {
             assert_eq!(detect(&hex(h)), TLS, "{h}");
             assert_eq!(classify_payload(&hex(h)), TLS.unwrap_or(Verdict::UNKNOWN));
         }

@@ -1,0 +1,61 @@
+//! Command line (see ../shared/CONTRACT.md for the user-facing contract).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sealwatch: find plaintext east-west traffic on this host.
+#[derive(Debug, Parser)]
+#[command(name = "sealwatch", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the kernel programs and report every flow's encryption verdict until SIGINT/SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+
+    /// Attach mode: `tc` watches ingress and egress with TC; `xdp` watches ingress with XDP
+    /// (native, falling back to generic) and egress with TC.
+    #[arg(long, value_enum, default_value_t = AttachMode::Tc)]
+    pub attach: AttachMode,
+
+    /// Event format on stdout; default `text` on a terminal, `json` otherwise.
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// Payload bytes sampled per flow direction for deeper parsing in user space (1-1024).
+    #[arg(long, default_value_t = sealwatch_common::DEFAULT_SAMPLE_BYTES,
+          value_parser = clap::value_parser!(u16).range(1..=sealwatch_common::MAX_SAMPLE as i64))]
+    pub sample_bytes: u16,
+
+    /// Flow-table capacity in the kernel (LRU: the least recently seen flow is evicted when full).
+    #[arg(long, default_value_t = sealwatch_common::DEFAULT_FLOW_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub flow_capacity: u32,
+
+    /// A flow with no packets for this long is ended (`flow.end`, reason `idle`), e.g. `60s`, `5m`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachMode {
+    Tc,
+    Xdp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Text,
+}

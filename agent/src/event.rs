@@ -1,0 +1,266 @@
+//! Events as users see them: flat JSON objects whose keys are the OpenTelemetry-style names of
+//! ../shared/CONTRACT.md, so the same key is the same OTLP attribute later.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use sealwatch_common::{
+    Encryption, Protocol,
+    flow::{CLIENT_UNKNOWN, FlowKey},
+    net::{FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP},
+};
+use serde::Serialize;
+
+use crate::policy::Action;
+
+/// Who talks to whom, resolved from a flow key and the side that opened the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    #[serde(rename = "network.transport")]
+    pub transport: &'static str,
+    #[serde(rename = "network.type")]
+    pub network_type: &'static str,
+    #[serde(rename = "client.address")]
+    pub client_address: IpAddr,
+    #[serde(rename = "client.port")]
+    pub client_port: u16,
+    #[serde(rename = "server.address")]
+    pub server_address: IpAddr,
+    #[serde(rename = "server.port")]
+    pub server_port: u16,
+}
+
+impl Endpoints {
+    /// The side to treat as client: the kernel's call, or side 0 if it had none.
+    pub fn client_index(client_side: u8) -> u8 {
+        if client_side == CLIENT_UNKNOWN {
+            0
+        } else {
+            client_side & 1
+        }
+    }
+
+    pub fn new(key: &FlowKey, client_side: u8) -> Endpoints {
+        let client = Endpoints::client_index(client_side);
+        let (caddr, cport) = key.endpoint(client);
+        let (saddr, sport) = key.endpoint(client ^ 1);
+        Endpoints {
+            transport: match key.proto {
+                IPPROTO_TCP => "tcp",
+                IPPROTO_UDP => "udp",
+                _ => "unknown",
+            },
+            network_type: if key.family == FAMILY_IPV4 {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+            client_address: ip(key.family, caddr),
+            client_port: cport,
+            server_address: ip(key.family, saddr),
+            server_port: sport,
+        }
+    }
+}
+
+fn ip(family: u8, words: [u32; 4]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))
+    } else {
+        let mut b = [0u8; 16];
+        for (chunk, w) in b.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(b))
+    }
+}
+
+/// `event: "flow"` (the verdict) and `event: "flow.end"` (with counters).
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowEvent {
+    pub event: &'static str,
+    pub time: String,
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
+    #[serde(rename = "sealwatch.encryption")]
+    pub encryption: &'static str,
+    #[serde(rename = "network.protocol.name")]
+    pub protocol: &'static str,
+    #[serde(rename = "sealwatch.action")]
+    pub action: &'static str,
+    pub interface: String,
+    /// AWS VPC flow-log `encryption-status`: 0 not encrypted, 2 application-layer encrypted.
+    #[serde(
+        rename = "sealwatch.encryption_status",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub encryption_status: Option<u8>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub end: Option<FlowEnd>,
+}
+
+impl FlowEvent {
+    pub fn new(
+        event: &'static str,
+        time: String,
+        endpoints: Endpoints,
+        protocol: Protocol,
+        encryption: Encryption,
+        action: Action,
+        interface: String,
+    ) -> FlowEvent {
+        FlowEvent {
+            event,
+            time,
+            endpoints,
+            encryption: encryption.name(),
+            protocol: protocol.name(),
+            action: action.name(),
+            interface,
+            encryption_status: encryption_status(encryption),
+            end: None,
+        }
+    }
+}
+
+/// What `flow.end` adds: totals per direction and why the flow ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowEnd {
+    #[serde(rename = "sealwatch.end_reason")]
+    pub reason: &'static str,
+    #[serde(rename = "sealwatch.flow.start")]
+    pub start: String,
+    #[serde(rename = "sealwatch.flow.duration_ms")]
+    pub duration_ms: u64,
+    /// Packets and IP bytes sent by the client / by the server.
+    #[serde(rename = "sealwatch.client.packets")]
+    pub client_packets: u64,
+    #[serde(rename = "sealwatch.client.bytes")]
+    pub client_bytes: u64,
+    #[serde(rename = "sealwatch.server.packets")]
+    pub server_packets: u64,
+    #[serde(rename = "sealwatch.server.bytes")]
+    pub server_bytes: u64,
+}
+
+fn encryption_status(e: Encryption) -> Option<u8> {
+    match e {
+        Encryption::Plaintext => Some(0),
+        Encryption::Encrypted => Some(2),
+        Encryption::Unknown => None,
+    }
+}
+
+/// `event: "agent"`: lifecycle and the kernel's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentEvent {
+    pub event: &'static str,
+    pub time: String,
+    #[serde(rename = "sealwatch.agent.state")]
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(rename = "sealwatch.attach", skip_serializing_if = "Option::is_none")]
+    pub attach: Option<&'static str>,
+    /// `sealwatch.kernel.<counter>` and `sealwatch.agent.<counter>` totals, on `stopped`.
+    #[serde(flatten)]
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Flow(FlowEvent),
+    Agent(AgentEvent),
+}
+
+#[cfg(test)]
+mod tests {
+    use sealwatch_common::net::FAMILY_IPV6;
+
+    use super::*;
+
+    fn key_v4() -> FlowKey {
+        let a = u32::from_ne_bytes([10, 0, 0, 1]);
+        let b = u32::from_ne_bytes([10, 0, 0, 2]);
+        FlowKey::canonical(
+            FAMILY_IPV4,
+            IPPROTO_TCP,
+            [b, 0, 0, 0],
+            40000,
+            [a, 0, 0, 0],
+            80,
+        )
+        .0
+    }
+
+    #[test]
+    fn flow_event_has_the_contract_keys() {
+        let key = key_v4();
+        // 10.0.0.1:80 sorts first (side 0); the client 10.0.0.2:40000 is side 1.
+        let e = FlowEvent::new(
+            "flow",
+            "2026-11-23T10:00:00.000Z".into(),
+            Endpoints::new(&key, 1),
+            Protocol::Http,
+            Encryption::Plaintext,
+            Action::Alert,
+            "veth0".into(),
+        );
+        let v = serde_json::to_value(Event::Flow(e)).unwrap_or_default();
+        assert_eq!(v["event"], "flow");
+        assert_eq!(v["network.transport"], "tcp");
+        assert_eq!(v["network.type"], "ipv4");
+        assert_eq!(v["client.address"], "10.0.0.2");
+        assert_eq!(v["client.port"], 40000);
+        assert_eq!(v["server.address"], "10.0.0.1");
+        assert_eq!(v["server.port"], 80);
+        assert_eq!(v["sealwatch.encryption"], "plaintext");
+        assert_eq!(v["network.protocol.name"], "http");
+        assert_eq!(v["sealwatch.action"], "alert");
+        assert_eq!(v["interface"], "veth0");
+        assert_eq!(v["sealwatch.encryption_status"], 0);
+        assert!(v.get("sealwatch.end_reason").is_none());
+    }
+
+    #[test]
+    fn ipv6_addresses_round_trip() {
+        let a: Ipv6Addr = "fd00:5ea1::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+        let words = |ip: Ipv6Addr| {
+            let o = ip.octets();
+            [0, 4, 8, 12].map(|i| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]))
+        };
+        let b: Ipv6Addr = "fd00:5ea1::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+        let (key, side) =
+            FlowKey::canonical(FAMILY_IPV6, IPPROTO_UDP, words(b), 5353, words(a), 53);
+        let ep = Endpoints::new(&key, side);
+        assert_eq!(ep.client_address, IpAddr::V6(b));
+        assert_eq!(ep.server_address, IpAddr::V6(a));
+        assert_eq!(
+            (
+                ep.client_port,
+                ep.server_port,
+                ep.network_type,
+                ep.transport
+            ),
+            (5353, 53, "ipv6", "udp")
+        );
+    }
+
+    #[test]
+    fn unknown_encryption_has_no_status() {
+        let e = FlowEvent::new(
+            "flow",
+            String::new(),
+            Endpoints::new(&key_v4(), 0),
+            Protocol::Unknown,
+            Encryption::Unknown,
+            Action::Alert,
+            String::new(),
+        );
+        assert_eq!(e.encryption_status, None);
+        assert_eq!(encryption_status(Encryption::Encrypted), Some(2));
+    }
+}

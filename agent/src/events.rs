@@ -1,0 +1,171 @@
+//! Reading the kernel's ring buffer: decode each record and hand it to the main loop over a
+//! bounded channel. When user space falls behind, the ring fills and the kernel counts what it
+//! could not queue (`notices_lost`, `samples_lost`); nothing is dropped silently here.
+
+use std::os::fd::AsRawFd;
+
+use aya::maps::{MapData, RingBuf};
+use sealwatch_common::event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tracing::warn;
+
+/// A decoded ring-buffer record.
+#[derive(Debug)]
+pub enum KernelEvent {
+    Notice(FlowNotice),
+    Sample(Box<PayloadSample>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty ring-buffer record")]
+    Empty,
+    #[error("record kind {kind} is {len} bytes, expected {expected}")]
+    Size {
+        kind: u8,
+        len: usize,
+        expected: usize,
+    },
+    #[error("unknown record kind {0}")]
+    Kind(u8),
+}
+
+/// Decodes one record (copied out, since the ring slot is released after the call).
+pub fn decode(record: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let kind = *record.first().ok_or(DecodeError::Empty)?;
+    match kind {
+        KIND_VERDICT | KIND_CLOSE => {
+            read_record::<FlowNotice>(kind, record).map(KernelEvent::Notice)
+        }
+        KIND_SAMPLE => {
+            read_record::<PayloadSample>(kind, record).map(|s| KernelEvent::Sample(Box::new(s)))
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+fn read_record<T: Copy>(kind: u8, record: &[u8]) -> Result<T, DecodeError> {
+    let expected = size_of::<T>();
+    if record.len() < expected {
+        return Err(DecodeError::Size {
+            kind,
+            len: record.len(),
+            expected,
+        });
+    }
+    // SAFETY: the record holds at least size_of::<T>() bytes written by the kernel as a T, and
+    // T is a repr(C) struct of integers (any bit pattern is valid); read_unaligned copes with
+    // the ring's 8-byte alignment.
+    Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) })
+}
+
+/// Spawns the reader task. It ends when the receiver is dropped.
+pub fn spawn_reader(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<KernelEvent>,
+) -> std::io::Result<JoinHandle<()>> {
+    let mut fd = readable(ring)?;
+    Ok(tokio::spawn(async move {
+        let mut bad_records = 0u64;
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(error = %e, "ring buffer poll failed; stopping the reader");
+                    return;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(record) = ring.next() {
+                match decode(&record) {
+                    Ok(event) => {
+                        drop(record);
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        bad_records += 1;
+                        if bad_records == 1 {
+                            warn!(error = %e, "undecodable ring-buffer record (further ones counted)");
+                        }
+                    }
+                }
+            }
+            guard.clear_ready();
+        }
+    }))
+}
+
+fn readable<T: AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd and keeps it open for as long as the AsyncFd holds it.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use sealwatch_common::flow::FlowKey;
+
+    use super::*;
+
+    fn notice_bytes(kind: u8) -> Vec<u8> {
+        let n = FlowNotice {
+            kind,
+            hook: 1,
+            side: 1,
+            protocol: 3,
+            encryption: 1,
+            client_side: 1,
+            _pad: [0; 2],
+            ifindex: 7,
+            _pad2: 0,
+            ts_ns: 42,
+            key: FlowKey {
+                port_lo: 80,
+                port_hi: 40000,
+                proto: 6,
+                family: 4,
+                ..Default::default()
+            },
+        };
+        // SAFETY: FlowNotice is repr(C) plain data without implicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&n as *const FlowNotice).cast::<u8>(),
+                size_of::<FlowNotice>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_a_verdict_notice() {
+        let Ok(KernelEvent::Notice(n)) = decode(&notice_bytes(KIND_VERDICT)) else {
+            panic!("not decoded as a notice");
+        };
+        assert_eq!(
+            (n.kind, n.ifindex, n.ts_ns, n.key.port_hi),
+            (KIND_VERDICT, 7, 42, 40000)
+        );
+    }
+
+    #[test]
+    fn rejects_short_empty_and_unknown_records() {
+        let bytes = notice_bytes(KIND_CLOSE);
+        assert!(matches!(
+            decode(&bytes[..10]),
+            Err(DecodeError::Size { .. })
+        ));
+        assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(decode(&[99, 0, 0]), Err(DecodeError::Kind(99))));
+        assert!(matches!(
+            decode(&[KIND_SAMPLE; 100]),
+            Err(DecodeError::Size { .. })
+        ));
+    }
+}

@@ -1,0 +1,553 @@
+//! Turns kernel notices and the kernel flow table into `flow` and `flow.end` events.
+//!
+//! The kernel keeps the counters; user space keeps only which flows it has reported. Notices
+//! make verdicts prompt; a periodic sweep of the table catches whatever a full ring buffer
+//! lost (a verdict never announced, a close never seen), ends idle flows, and notices
+//! evictions, so every flow with payload is reported once and ended once.
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use sealwatch_common::{
+    Encryption, Protocol,
+    event::{FlowNotice, KIND_CLOSE, KIND_VERDICT, PayloadSample},
+    flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
+    net::TCP_RST,
+};
+use tracing::{debug, warn};
+
+use crate::{
+    clock::{rfc3339, to_system_time},
+    event::{Endpoints, Event, FlowEnd, FlowEvent},
+    policy,
+    programs::ifname,
+};
+
+/// Read access to the kernel flow table (a trait so the tracker is testable without a kernel).
+pub trait FlowTable {
+    fn get(&self, key: &FlowKey) -> Option<FlowState>;
+    fn remove(&mut self, key: &FlowKey);
+    fn entries(&self) -> Vec<(FlowKey, FlowState)>;
+}
+
+impl FlowTable for BpfHashMap<MapData, FlowKey, FlowState> {
+    fn get(&self, key: &FlowKey) -> Option<FlowState> {
+        BpfHashMap::get(self, key, 0).ok()
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        // Already gone (evicted, or removed by a racing sweep) is fine.
+        let _ = BpfHashMap::remove(self, key);
+    }
+
+    fn entries(&self) -> Vec<(FlowKey, FlowState)> {
+        // Entries can vanish mid-walk (LRU eviction); skip those rather than stop.
+        self.iter().filter_map(Result::ok).collect()
+    }
+}
+
+/// Timing knobs, in nanoseconds of CLOCK_MONOTONIC.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No packet for this long ends a flow.
+    pub idle_ns: u64,
+    /// After the first FIN/RST, wait this long for the last packets before reading totals.
+    pub linger_ns: u64,
+}
+
+/// What user space remembers per flow.
+#[derive(Debug, Default)]
+struct Tracked {
+    reported: bool,
+    /// Monotonic time the close was first noticed.
+    closing_since: Option<u64>,
+    /// The table entry as of the last sweep, for flows evicted before they ended.
+    last_seen: Option<FlowState>,
+}
+
+/// Agent-side counters reported on exit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TrackerStats {
+    pub flows_reported: u64,
+    pub flows_ended: u64,
+    pub flows_evicted: u64,
+    pub verdicts_recovered: u64,
+    pub samples: u64,
+    pub sample_bytes: u64,
+}
+
+pub struct FlowTracker<T> {
+    table: T,
+    flows: HashMap<FlowKey, Tracked>,
+    ifnames: HashMap<u32, String>,
+    timeouts: Timeouts,
+    stats: TrackerStats,
+}
+
+impl<T: FlowTable> FlowTracker<T> {
+    pub fn new(table: T, timeouts: Timeouts) -> FlowTracker<T> {
+        FlowTracker {
+            table,
+            flows: HashMap::new(),
+            ifnames: HashMap::new(),
+            timeouts,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    pub fn on_notice(&mut self, n: &FlowNotice, now: u64, out: &mut Vec<Event>) {
+        match n.kind {
+            KIND_VERDICT => {
+                let tracked = self.flows.entry(n.key).or_default();
+                if tracked.reported {
+                    return;
+                }
+                tracked.reported = true;
+                self.stats.flows_reported += 1;
+                let verdict = (
+                    Protocol::from_u8(n.protocol),
+                    Encryption::from_u8(n.encryption),
+                );
+                let event = self.flow_event(&n.key, n.client_side, verdict, n.ifindex, n.ts_ns);
+                out.push(Event::Flow(event));
+            }
+            KIND_CLOSE => {
+                self.flows
+                    .entry(n.key)
+                    .or_default()
+                    .closing_since
+                    .get_or_insert(now);
+            }
+            other => warn!(kind = other, "unexpected notice kind"),
+        }
+    }
+
+    /// Payload samples feed deeper parsing (TLS details, STARTTLS); for now they are counted.
+    pub fn on_sample(&mut self, s: &PayloadSample) {
+        self.stats.samples += 1;
+        self.stats.sample_bytes += u64::from(s.captured);
+    }
+
+    /// Ends flows whose close has lingered long enough. Cheap: runs on every tick.
+    pub fn end_closed(&mut self, now: u64, out: &mut Vec<Event>) {
+        let due: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, t)| {
+                t.closing_since
+                    .is_some_and(|since| now.saturating_sub(since) >= self.timeouts.linger_ns)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.finish(&key, None, Reason::Closed, out);
+        }
+    }
+
+    /// Walks the kernel table: reports verdicts whose notice was lost, ends idle flows, and
+    /// ends flows the LRU evicted.
+    pub fn sweep(&mut self, now: u64, out: &mut Vec<Event>) {
+        let entries = self.table.entries();
+        let mut present = std::collections::HashSet::with_capacity(entries.len());
+        for (key, state) in entries {
+            present.insert(key);
+            if state.flags & FLOW_VERDICT != 0 && !self.flows.get(&key).is_some_and(|t| t.reported)
+            {
+                self.stats.verdicts_recovered += 1;
+                self.report_from_state(&key, &state, out);
+            }
+            if now.saturating_sub(state.last_ns) >= self.timeouts.idle_ns {
+                self.finish(&key, Some(state), Reason::Idle, out);
+                continue;
+            }
+            if let Some(t) = self.flows.get_mut(&key) {
+                if state.flags & FLOW_CLOSING != 0 {
+                    t.closing_since.get_or_insert(now);
+                }
+                t.last_seen = Some(state);
+            } else if state.flags & FLOW_CLOSING != 0 {
+                self.flows.insert(
+                    key,
+                    Tracked {
+                        closing_since: Some(now),
+                        ..Tracked::default()
+                    },
+                );
+            }
+        }
+        let evicted: Vec<FlowKey> = self
+            .flows
+            .keys()
+            .filter(|k| !present.contains(k))
+            .copied()
+            .collect();
+        for key in evicted {
+            self.finish(&key, None, Reason::Evicted, out);
+        }
+    }
+
+    /// Ends every flow still open (the agent is stopping), so no totals are lost.
+    pub fn finish_all(&mut self, out: &mut Vec<Event>) {
+        for (key, state) in self.table.entries() {
+            self.finish(&key, Some(state), Reason::AgentStop, out);
+        }
+        let rest: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in rest {
+            self.finish(&key, None, Reason::AgentStop, out);
+        }
+    }
+
+    fn finish(
+        &mut self,
+        key: &FlowKey,
+        state: Option<FlowState>,
+        reason: Reason,
+        out: &mut Vec<Event>,
+    ) {
+        let tracked = self.flows.remove(key).unwrap_or_default();
+        let state = state.or_else(|| self.table.get(key));
+        let reason = match (reason, &state) {
+            (Reason::Closed, None) | (Reason::Idle, None) => Reason::Evicted,
+            _ => reason,
+        };
+        let Some(state) = state.or(tracked.last_seen) else {
+            // Never saw its totals: nothing we could say about bytes, but the verdict was told.
+            debug!(?key, "flow gone before its totals were read");
+            return;
+        };
+        self.table.remove(key);
+        let mut reported = tracked.reported;
+        // Payload but no verdict (one-way flows, a close before both sides spoke): report what
+        // the kernel concluded, which is `unknown` when it concluded nothing.
+        if !reported && state.payload_packets.iter().any(|&n| n > 0) {
+            self.report_from_state(key, &state, out);
+            reported = true;
+        }
+        if !reported {
+            return;
+        }
+        if reason == Reason::Evicted {
+            self.stats.flows_evicted += 1;
+        }
+        self.stats.flows_ended += 1;
+        let verdict = verdict_of(&state);
+        let mut event = self.flow_event(
+            key,
+            state.client_side,
+            verdict,
+            state.ifindex,
+            state.last_ns,
+        );
+        event.event = "flow.end";
+        let client = usize::from(Endpoints::client_index(state.client_side));
+        let server = client ^ 1;
+        event.end = Some(FlowEnd {
+            reason: reason.name(&state),
+            start: rfc3339(to_system_time(state.first_ns)),
+            duration_ms: state.last_ns.saturating_sub(state.first_ns) / 1_000_000,
+            client_packets: state.packets[client],
+            client_bytes: state.bytes[client],
+            server_packets: state.packets[server],
+            server_bytes: state.bytes[server],
+        });
+        out.push(Event::Flow(event));
+    }
+
+    fn report_from_state(&mut self, key: &FlowKey, state: &FlowState, out: &mut Vec<Event>) {
+        self.flows.entry(*key).or_default().reported = true;
+        self.stats.flows_reported += 1;
+        let at = if state.verdict_ns != 0 {
+            state.verdict_ns
+        } else {
+            state.last_ns
+        };
+        let event = self.flow_event(key, state.client_side, verdict_of(state), state.ifindex, at);
+        out.push(Event::Flow(event));
+    }
+
+    fn flow_event(
+        &mut self,
+        key: &FlowKey,
+        client_side: u8,
+        (protocol, encryption): (Protocol, Encryption),
+        ifindex: u32,
+        ts_ns: u64,
+    ) -> FlowEvent {
+        let interface = match self.ifnames.entry(ifindex) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e
+                .insert(ifname(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
+                .clone(),
+        };
+        FlowEvent::new(
+            "flow",
+            rfc3339(to_system_time(ts_ns)),
+            Endpoints::new(key, client_side),
+            protocol,
+            encryption,
+            policy::decide(encryption),
+            interface,
+        )
+    }
+}
+
+fn verdict_of(state: &FlowState) -> (Protocol, Encryption) {
+    if state.flags & FLOW_VERDICT == 0 {
+        return (Protocol::Unknown, Encryption::Unknown);
+    }
+    (
+        Protocol::from_u8(state.protocol),
+        Encryption::from_u8(state.encryption),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Closed,
+    Idle,
+    Evicted,
+    AgentStop,
+}
+
+impl Reason {
+    fn name(self, state: &FlowState) -> &'static str {
+        match self {
+            Reason::Closed if (state.tcp_flags(0) | state.tcp_flags(1)) & TCP_RST != 0 => "rst",
+            Reason::Closed => "fin",
+            Reason::Idle => "idle",
+            Reason::Evicted => "evicted",
+            Reason::AgentStop => "agent_stop",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sealwatch_common::{
+        event::HOOK_TC_INGRESS,
+        flow::FLAGS_SIDE_SHIFT,
+        net::{FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN},
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeTable(HashMap<FlowKey, FlowState>);
+
+    impl FlowTable for FakeTable {
+        fn get(&self, key: &FlowKey) -> Option<FlowState> {
+            self.0.get(key).copied()
+        }
+        fn remove(&mut self, key: &FlowKey) {
+            self.0.remove(key);
+        }
+        fn entries(&self) -> Vec<(FlowKey, FlowState)> {
+            self.0.iter().map(|(k, v)| (*k, *v)).collect()
+        }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+    const TIMEOUTS: Timeouts = Timeouts {
+        idle_ns: 60 * SEC,
+        linger_ns: SEC,
+    };
+
+    fn key(proto: u8) -> FlowKey {
+        let server = u32::from_ne_bytes([10, 9, 0, 1]);
+        let client = u32::from_ne_bytes([10, 9, 0, 2]);
+        // Server 10.9.0.1 sorts first: side 0; the client is side 1.
+        FlowKey::canonical(
+            FAMILY_IPV4,
+            proto,
+            [client, 0, 0, 0],
+            41000,
+            [server, 0, 0, 0],
+            80,
+        )
+        .0
+    }
+
+    fn http_state(now: u64) -> FlowState {
+        FlowState {
+            first_ns: now - 2 * SEC,
+            last_ns: now,
+            packets: [7, 5],
+            bytes: [9000, 600],
+            flags: FLOW_VERDICT,
+            verdict_ns: now - SEC,
+            protocol: Protocol::Http as u8,
+            encryption: Encryption::Plaintext as u8,
+            client_side: 1,
+            payload_packets: [2, 1],
+            ..FlowState::default()
+        }
+    }
+
+    fn notice(kind: u8, key: FlowKey, s: &FlowState) -> FlowNotice {
+        FlowNotice {
+            kind,
+            hook: HOOK_TC_INGRESS,
+            side: 1,
+            protocol: s.protocol,
+            encryption: s.encryption,
+            client_side: s.client_side,
+            _pad: [0; 2],
+            ifindex: 1,
+            _pad2: 0,
+            ts_ns: s.verdict_ns,
+            key,
+        }
+    }
+
+    fn flows(events: &[Event]) -> Vec<&FlowEvent> {
+        events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Flow(f) = e {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verdict_then_close_reports_once_and_ends_with_totals() {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let mut state = http_state(now);
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.sweep(now, &mut out);
+        assert_eq!(
+            flows(&out).len(),
+            1,
+            "one flow event despite a duplicate notice and a sweep"
+        );
+        let f = flows(&out)[0];
+        assert_eq!(
+            (f.event, f.protocol, f.encryption, f.action),
+            ("flow", "http", "plaintext", "alert")
+        );
+        assert_eq!(f.endpoints.client_port, 41000);
+
+        state.flags |= FLOW_CLOSING | (u64::from(TCP_FIN | TCP_ACK) << FLAGS_SIDE_SHIFT);
+        t.table.0.insert(k, state);
+        t.on_notice(&notice(KIND_CLOSE, k, &state), now, &mut out);
+        t.end_closed(now + SEC / 2, &mut out);
+        assert_eq!(flows(&out).len(), 1, "still lingering");
+        t.end_closed(now + SEC, &mut out);
+        let end = flows(&out)[1];
+        assert_eq!(end.event, "flow.end");
+        let totals = end
+            .end
+            .as_ref()
+            .map(|e| (e.reason, e.client_bytes, e.server_bytes, e.client_packets));
+        assert_eq!(totals, Some(("fin", 600, 9000, 5)));
+        assert!(t.table.0.is_empty(), "ended flows leave the kernel table");
+        t.sweep(now + 2 * SEC, &mut out);
+        t.finish_all(&mut out);
+        assert_eq!(out.len(), 2, "nothing more once ended");
+    }
+
+    #[test]
+    fn sweep_recovers_a_lost_verdict_notice() {
+        let now = 100 * SEC;
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(key(IPPROTO_TCP), http_state(now));
+        let mut out = Vec::new();
+        t.sweep(now, &mut out);
+        assert_eq!(flows(&out).len(), 1);
+        assert_eq!(t.stats().verdicts_recovered, 1);
+    }
+
+    #[test]
+    fn idle_one_way_flow_without_verdict_is_reported_unknown_then_ended() {
+        let now = 1000 * SEC;
+        let k = key(IPPROTO_UDP);
+        let state = FlowState {
+            first_ns: now - 70 * SEC,
+            last_ns: now - 61 * SEC,
+            packets: [0, 1],
+            bytes: [0, 120],
+            client_side: 1,
+            payload_packets: [0, 1],
+            ..FlowState::default()
+        };
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.sweep(now, &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            (f[0].event, f[0].encryption, f[0].protocol),
+            ("flow", "unknown", "unknown")
+        );
+        assert_eq!(
+            f[1].end.as_ref().map(|e| (e.reason, e.client_bytes)),
+            Some(("idle", 120))
+        );
+    }
+
+    #[test]
+    fn flows_without_payload_are_not_reported() {
+        let now = 1000 * SEC;
+        let state = FlowState {
+            first_ns: now - 90 * SEC,
+            last_ns: now - 90 * SEC,
+            packets: [1, 0],
+            ..FlowState::default()
+        };
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(key(IPPROTO_TCP), state);
+        let mut out = Vec::new();
+        t.sweep(now, &mut out);
+        assert!(out.is_empty());
+        assert!(t.table.0.is_empty(), "idle entry removed all the same");
+    }
+
+    #[test]
+    fn eviction_ends_the_flow_with_the_last_totals_seen() {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let state = http_state(now);
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.sweep(now, &mut out);
+        t.table.0.clear(); // LRU evicted it
+        t.sweep(now + SEC, &mut out);
+        let end = flows(&out)[1];
+        assert_eq!(
+            end.end.as_ref().map(|e| (e.reason, e.server_bytes)),
+            Some(("evicted", 9000))
+        );
+        assert_eq!(t.stats().flows_evicted, 1);
+    }
+
+    #[test]
+    fn stopping_ends_open_flows() {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let state = http_state(now);
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.finish_all(&mut out);
+        assert_eq!(
+            flows(&out)[1].end.as_ref().map(|e| e.reason),
+            Some("agent_stop")
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! sealwatch agent: loads the kernel programs, follows flows, and reports which ones are
+//! plaintext. `main.rs` is only the command line around [`run::run`].
+
+pub mod cli;
+pub mod clock;
+pub mod event;
+pub mod events;
+pub mod flows;
+pub mod output;
+pub mod policy;
+pub mod programs;
+pub mod run;

@@ -1,0 +1,160 @@
+//! Writing events to stdout: one JSON object per line, or one readable line per event.
+
+use std::io::{self, Write};
+
+use crate::{
+    cli::OutputFormat,
+    event::{AgentEvent, Event, FlowEvent},
+};
+
+pub struct Output<W> {
+    format: OutputFormat,
+    writer: W,
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(format: OutputFormat, writer: W) -> Output<W> {
+        Output { format, writer }
+    }
+
+    pub fn write(&mut self, event: &Event) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut self.writer, event)?;
+                self.writer.write_all(b"\n")?;
+            }
+            OutputFormat::Text => writeln!(self.writer, "{}", text(event))?,
+        }
+        // Events are consumed live (pipes, `jq`, log shippers): never leave one in a buffer.
+        self.writer.flush()
+    }
+}
+
+fn text(event: &Event) -> String {
+    match event {
+        Event::Flow(f) => flow_text(f),
+        Event::Agent(a) => agent_text(a),
+    }
+}
+
+fn flow_text(f: &FlowEvent) -> String {
+    let e = &f.endpoints;
+    let peers = format!(
+        "{} {} -> {}",
+        e.transport,
+        socket(&e.client_address.to_string(), e.client_port, e.network_type),
+        socket(&e.server_address.to_string(), e.server_port, e.network_type)
+    );
+    match &f.end {
+        None => format!(
+            "{} {:<9} {:<8} {peers}  action={} iface={}",
+            f.time,
+            f.encryption.to_uppercase(),
+            f.protocol,
+            f.action,
+            f.interface
+        ),
+        Some(end) => format!(
+            "{} {:<9} {:<8} {peers}  {} after {} ms: client sent {} B in {} pkts, server sent {} B in {} pkts",
+            f.time,
+            "end",
+            f.protocol,
+            end.reason,
+            end.duration_ms,
+            end.client_bytes,
+            end.client_packets,
+            end.server_bytes,
+            end.server_packets
+        ),
+    }
+}
+
+fn socket(addr: &str, port: u16, network_type: &str) -> String {
+    if network_type == "ipv6" {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+fn agent_text(a: &AgentEvent) -> String {
+    let mut line = format!("{} agent     {}", a.time, a.state);
+    if let Some(iface) = &a.interface {
+        line.push_str(&format!(" {iface}"));
+    }
+    if let Some(attach) = a.attach {
+        line.push_str(&format!(" ({attach})"));
+    }
+    for (k, v) in &a.counters {
+        line.push_str(&format!(" {}={v}", k.rsplit('.').next().unwrap_or(k)));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sealwatch_common::{Encryption, Protocol, flow::FlowKey, net::*};
+
+    use super::*;
+    use crate::{event::Endpoints, policy::Action};
+
+    fn event() -> Event {
+        let c = u32::from_ne_bytes([10, 0, 0, 2]);
+        let s = u32::from_ne_bytes([10, 0, 0, 1]);
+        let (key, side) = FlowKey::canonical(
+            FAMILY_IPV4,
+            IPPROTO_TCP,
+            [c, 0, 0, 0],
+            40000,
+            [s, 0, 0, 0],
+            443,
+        );
+        Event::Flow(FlowEvent::new(
+            "flow",
+            "2026-11-23T10:00:00.000Z".into(),
+            Endpoints::new(&key, side),
+            Protocol::Tls,
+            Encryption::Encrypted,
+            Action::Allow,
+            "veth0".into(),
+        ))
+    }
+
+    #[test]
+    fn json_is_one_object_per_line() {
+        let mut out = Output::new(OutputFormat::Json, Vec::new());
+        out.write(&event()).ok();
+        out.write(&event()).ok();
+        let text = String::from_utf8(out.writer).unwrap_or_default();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
+        assert_eq!(v["network.protocol.name"], "tls");
+    }
+
+    #[test]
+    fn text_line_names_verdict_peers_and_action() {
+        let mut out = Output::new(OutputFormat::Text, Vec::new());
+        out.write(&event()).ok();
+        let line = String::from_utf8(out.writer).unwrap_or_default();
+        assert_eq!(
+            line,
+            "2026-11-23T10:00:00.000Z ENCRYPTED tls      tcp 10.0.0.2:40000 -> 10.0.0.1:443  action=allow iface=veth0\n"
+        );
+    }
+
+    #[test]
+    fn agent_text_lists_counters_by_short_name() {
+        let a = AgentEvent {
+            event: "agent",
+            time: "t".into(),
+            state: "stopped",
+            interface: None,
+            attach: None,
+            counters: BTreeMap::from([("sealwatch.kernel.packets".to_owned(), 12)]),
+        };
+        assert_eq!(agent_text(&a), "t agent     stopped packets=12");
+    }
+}

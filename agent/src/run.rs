@@ -1,0 +1,226 @@
+//! `sealwatch run`: load, attach, turn kernel events into flow events until a signal, then end
+//! open flows, report counters and detach.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{MapData, PerCpuArray};
+use sealwatch_common::stats::Stat;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::{MissedTickBehavior, interval},
+};
+use tracing::{info, warn};
+
+use crate::{
+    cli::{AttachMode, OutputFormat, RunArgs},
+    clock::{monotonic_ns, rfc3339},
+    event::{AgentEvent, Event},
+    events::{KernelEvent, spawn_reader},
+    flows::{FlowTracker, Timeouts, TrackerStats},
+    output::Output,
+    programs::{AttachError, LoadError, LoadOptions, Programs},
+};
+
+/// How often closing flows are checked, and how often the whole table is swept.
+const TICK: Duration = Duration::from_millis(250);
+const SWEEP_EVERY_TICKS: u32 = 4;
+/// Wait after the first FIN/RST for the last packets of a flow before reading its totals.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Kernel events buffered between the ring-buffer reader and the main loop.
+const EVENT_QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("cannot watch the ring buffer: {0}")]
+    Ring(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] io::Error),
+    #[error("cannot write events: {0}")]
+    Output(#[source] io::Error),
+}
+
+pub async fn run<W: Write>(
+    args: &RunArgs,
+    format: OutputFormat,
+    writer: W,
+    kernel_log_level: u8,
+) -> Result<(), RunError> {
+    let mut out = Output::new(format, writer);
+    let mut programs = Programs::load(LoadOptions {
+        sample_bytes: args.sample_bytes,
+        flow_capacity: args.flow_capacity,
+        kernel_log_level,
+    })?;
+    start_kernel_log(&mut programs);
+
+    // Take the maps before attaching so no event is produced without a reader.
+    let ring = programs.take_events()?;
+    let table = programs.take_flows()?;
+    let stats_map = programs.take_stats()?;
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let reader = spawn_reader(ring, tx).map_err(RunError::Ring)?;
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+
+    let attach = match args.attach {
+        AttachMode::Tc => "tc",
+        AttachMode::Xdp => "xdp",
+    };
+    for iface in &args.ifaces {
+        let a = programs.attach(iface, args.attach)?;
+        emit(
+            &mut out,
+            &agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new()),
+        )?;
+    }
+
+    let timeouts = Timeouts {
+        idle_ns: args.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+        linger_ns: CLOSE_LINGER.as_nanos() as u64,
+    };
+    let mut tracker = FlowTracker::new(table, timeouts);
+    let mut tick = interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    let mut pending = Vec::new();
+    loop {
+        tokio::select! {
+            Some(event) = rx.recv() => handle(&mut tracker, event, &mut pending),
+            _ = tick.tick() => {
+                let now = monotonic_ns();
+                tracker.end_closed(now, &mut pending);
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+                    tracker.sweep(now, &mut pending);
+                }
+            }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+        }
+        for e in pending.drain(..) {
+            emit(&mut out, &e)?;
+        }
+    }
+
+    // Whatever the kernel queued before the signal still counts.
+    reader.abort();
+    while let Ok(event) = rx.try_recv() {
+        handle(&mut tracker, event, &mut pending);
+    }
+    tracker.finish_all(&mut pending);
+    for e in pending.drain(..) {
+        emit(&mut out, &e)?;
+    }
+    let counters = counters(&stats_map, tracker.stats());
+    let lost = counters
+        .get("sealwatch.kernel.notices_lost")
+        .copied()
+        .unwrap_or(0)
+        + counters
+            .get("sealwatch.kernel.samples_lost")
+            .copied()
+            .unwrap_or(0);
+    if lost > 0 {
+        warn!(
+            lost,
+            "the ring buffer was full at times; some notices/samples were lost (flows were still reported from the flow table)"
+        );
+    }
+    drop(programs);
+    emit(&mut out, &agent_event("stopped", None, None, counters))
+}
+
+fn handle<T: crate::flows::FlowTable>(
+    tracker: &mut FlowTracker<T>,
+    event: KernelEvent,
+    out: &mut Vec<Event>,
+) {
+    match event {
+        KernelEvent::Notice(n) => tracker.on_notice(&n, monotonic_ns(), out),
+        KernelEvent::Sample(s) => tracker.on_sample(&s),
+    }
+}
+
+fn emit<W: Write>(out: &mut Output<W>, event: &Event) -> Result<(), RunError> {
+    out.write(event).map_err(RunError::Output)
+}
+
+fn agent_event(
+    state: &'static str,
+    interface: Option<String>,
+    attach: Option<&'static str>,
+    counters: BTreeMap<String, u64>,
+) -> Event {
+    Event::Agent(AgentEvent {
+        event: "agent",
+        time: rfc3339(SystemTime::now()),
+        state,
+        interface,
+        attach,
+        counters,
+    })
+}
+
+/// Kernel counters summed over CPUs, plus the agent's own.
+fn counters(stats: &PerCpuArray<MapData, u64>, agent: TrackerStats) -> BTreeMap<String, u64> {
+    let mut c = BTreeMap::new();
+    for stat in Stat::ALL {
+        match stats.get(&(stat as u32), 0) {
+            Ok(per_cpu) => {
+                c.insert(
+                    format!("sealwatch.kernel.{}", stat.name()),
+                    per_cpu.iter().sum(),
+                );
+            }
+            Err(e) => warn!(counter = stat.name(), error = %e, "cannot read kernel counter"),
+        }
+    }
+    for (name, value) in [
+        ("flows_reported", agent.flows_reported),
+        ("flows_ended", agent.flows_ended),
+        ("flows_evicted", agent.flows_evicted),
+        ("verdicts_recovered", agent.verdicts_recovered),
+        ("samples", agent.samples),
+        ("sample_bytes", agent.sample_bytes),
+    ] {
+        c.insert(format!("sealwatch.agent.{name}"), value);
+    }
+    c
+}
+
+/// Forwards aya-log records from the kernel programs to our log (stderr), never to stdout.
+fn start_kernel_log(programs: &mut Programs) {
+    match aya_log::EbpfLogger::init(programs.ebpf_mut()) {
+        Ok(logger) => {
+            // SAFETY: the logger owns its fd and keeps it open while registered.
+            match unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    logger,
+                    tokio::io::Interest::READABLE,
+                )
+            } {
+                Ok(mut fd) => {
+                    tokio::spawn(async move {
+                        while let Ok(mut guard) = fd.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %std::io::Error::from(e), "kernel log not forwarded"),
+            }
+        }
+        // The object has no log statements compiled in at this level: nothing to forward.
+        Err(e) => tracing::debug!(error = %e, "no kernel log"),
+    }
+}
