@@ -23,7 +23,7 @@ use crate::{
     events::{KernelEvent, spawn_reader},
     flows::{FlowTracker, Timeouts, TrackerStats},
     output::Output,
-    programs::{AttachError, LoadError, LoadOptions, Programs},
+    programs::{AttachError, LoadError, LoadOptions, Programs, ifindex},
 };
 
 /// How often closing flows are checked, and how often the whole table is swept.
@@ -55,6 +55,13 @@ pub async fn run<W: Write>(
     kernel_log_level: u8,
 ) -> Result<(), RunError> {
     let mut out = Output::new(format, writer);
+    // A typo in --iface should say so, not surface after a second of program verification.
+    if let Some(iface) = args.ifaces.iter().find(|i| ifindex(i).is_none()) {
+        return Err(AttachError::NoSuchInterface {
+            iface: iface.clone(),
+        }
+        .into());
+    }
     let mut programs = Programs::load(LoadOptions {
         sample_bytes: args.sample_bytes,
         flow_capacity: args.flow_capacity,

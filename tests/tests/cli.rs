@@ -1,0 +1,39 @@
+//! Exit codes and error messages of the contract.
+
+use std::process::Command;
+
+use sealwatch_tests::agent_binary;
+
+fn sealwatch(args: &[&str]) -> std::process::Output {
+    Command::new(agent_binary())
+        .args(args)
+        .output()
+        .expect("run sealwatch")
+}
+
+#[test]
+fn missing_interface_exits_1_naming_it() {
+    let out = sealwatch(&["run", "--iface", "nosuch0", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nosuch0\" does not exist"), "{err}");
+    assert!(out.stdout.is_empty(), "no events on failure");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["run"][..],
+        &["run", "--iface", "lo", "--attach", "bogus"],
+        &["run", "--iface", "lo", "--sample-bytes", "5000"],
+        &["frobnicate"],
+    ] {
+        let out = sealwatch(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
