@@ -1,0 +1,426 @@
+//! Kernel verdicts on crafted packets with BPF_PROG_TEST_RUN: the real programs, loaded and
+//! verified, run on packets we build byte by byte; assertions read the flow table, the
+//! counters and the ring buffer they leave behind.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use etherparse::{PacketBuilder, VlanId};
+use sealwatch::{
+    events::{KernelEvent, decode},
+    programs::{LoadOptions, Programs},
+};
+use sealwatch_common::{
+    Encryption, Protocol,
+    event::{KIND_CLOSE, KIND_VERDICT},
+    flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
+    net::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP},
+    stats::Stat,
+};
+use sealwatch_tests::require_root;
+
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+const HTTP_REQUEST: &[u8] =
+    b"GET /orders HTTP/1.1\r\nHost: orders.internal\r\nUser-Agent: curl/7.88.1\r\n\r\n";
+const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+/// Start of curl's ClientHello (see common/src/classify/tls.rs), padded to a plausible size.
+const CLIENT_HELLO: [u8; 24] = [
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0xe2, 0x6e, 0xdf, 0x13, 0x5d,
+    0xc2, 0x62, 0x16, 0xec, 0x82, 0xae, 0xfa, 0x06,
+];
+
+const TCX_NEXT: i32 = -1;
+const XDP_PASS: i32 = 2;
+
+struct Kernel {
+    programs: Programs,
+    flows: HashMap<MapData, FlowKey, FlowState>,
+    stats: PerCpuArray<MapData, u64>,
+    ring: RingBuf<MapData>,
+}
+
+impl Kernel {
+    fn load() -> Kernel {
+        let mut programs = Programs::load(LoadOptions {
+            sample_bytes: 512,
+            flow_capacity: 1024,
+            kernel_log_level: 0,
+        })
+        .expect("programs load and verify");
+        let flows = programs.take_flows().expect("flows");
+        let stats = programs.take_stats().expect("stats");
+        let ring = programs.take_events().expect("events");
+        Kernel {
+            programs,
+            flows,
+            stats,
+            ring,
+        }
+    }
+
+    /// Runs `program` once on `packet`; returns its return value.
+    fn run(&mut self, program: &str, packet: &[u8]) -> i32 {
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            ..Default::default()
+        };
+        let ebpf = self.programs.ebpf_mut();
+        let prog = ebpf.program_mut(program).expect("program");
+        let ret = if program.starts_with("xdp") {
+            let xdp: &mut Xdp = prog.try_into().expect("xdp");
+            xdp.test_run(opts).expect("test run").return_value
+        } else {
+            let tc: &mut SchedClassifier = prog.try_into().expect("tc");
+            tc.test_run(opts).expect("test run").return_value
+        };
+        ret as i32
+    }
+
+    fn stat(&self, s: Stat) -> u64 {
+        self.stats
+            .get(&(s as u32), 0)
+            .map(|v| v.iter().sum())
+            .expect("counter")
+    }
+
+    fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.flows.get(key, 0).ok()
+    }
+
+    fn drain(&mut self) -> Vec<KernelEvent> {
+        let mut out = Vec::new();
+        while let Some(rec) = self.ring.next() {
+            out.push(decode(&rec).expect("decodable record"));
+        }
+        out
+    }
+}
+
+fn tcp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    let (smac, dmac) = if src.0 == CLIENT {
+        (CLIENT_MAC, SERVER_MAC)
+    } else {
+        (SERVER_MAC, CLIENT_MAC)
+    };
+    let mut b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'F' => b.fin(),
+            'P' => b.psh(),
+            'A' => b.ack(1),
+            _ => b,
+        };
+    }
+    let mut pkt = Vec::new();
+    b.write(&mut pkt, payload).expect("build packet");
+    pkt
+}
+
+fn key4(proto: u8, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16)) -> (FlowKey, u8) {
+    let w = |ip: Ipv4Addr| [u32::from_ne_bytes(ip.octets()), 0, 0, 0];
+    FlowKey::canonical(FAMILY_IPV4, proto, w(a.0), a.1, w(b.0), b.1)
+}
+
+fn key6(proto: u8, a: (Ipv6Addr, u16), b: (Ipv6Addr, u16)) -> (FlowKey, u8) {
+    let w = |ip: Ipv6Addr| {
+        let o = ip.octets();
+        [0, 4, 8, 12].map(|i| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]))
+    };
+    FlowKey::canonical(FAMILY_IPV6, proto, w(a.0), a.1, w(b.0), b.1)
+}
+
+fn ip_len(eth_packet: &[u8]) -> u64 {
+    (eth_packet.len() - 14) as u64
+}
+
+fn http_exchange_on(program: &str, expected_ret: i32) {
+    let mut k = Kernel::load();
+    let c = (CLIENT, 40000);
+    let s = (SERVER, 80);
+    let req = tcp4(c, s, "PA", HTTP_REQUEST);
+    let resp = tcp4(s, c, "PA", HTTP_RESPONSE);
+    assert_eq!(
+        k.run(program, &req),
+        expected_ret,
+        "monitor mode passes every packet"
+    );
+    assert_eq!(k.run(program, &resp), expected_ret);
+
+    let (key, client_side) = key4(IPPROTO_TCP, c, s);
+    let st = k.flow(&key).expect("one flow for both directions");
+    assert_eq!(st.flags & FLOW_VERDICT, FLOW_VERDICT);
+    assert_eq!(Protocol::from_u8(st.protocol), Protocol::Http);
+    assert_eq!(Encryption::from_u8(st.encryption), Encryption::Plaintext);
+    // No SYN seen: the port-80 side is the server.
+    assert_eq!(st.client_side, client_side);
+    let server_side = usize::from(client_side ^ 1);
+    let cs = usize::from(client_side);
+    assert_eq!((st.packets[cs], st.packets[server_side]), (1, 1));
+    assert_eq!(
+        (st.bytes[cs], st.bytes[server_side]),
+        (ip_len(&req), ip_len(&resp))
+    );
+    assert_eq!(st.payload_packets[cs], 1);
+
+    let events = k.drain();
+    let verdicts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::Notice(n) if n.kind == KIND_VERDICT => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 1, "one verdict notice");
+    assert_eq!(
+        (verdicts[0].key, verdicts[0].protocol),
+        (key, Protocol::Http as u8)
+    );
+    let samples: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KernelEvent::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(samples.len(), 2, "first payload of each direction sampled");
+    let req_sample = samples
+        .iter()
+        .find(|s| s.side == client_side)
+        .expect("request sample");
+    assert_eq!(req_sample.captured as usize, HTTP_REQUEST.len());
+    assert_eq!(&req_sample.data[..HTTP_REQUEST.len()], HTTP_REQUEST);
+    assert_eq!((req_sample.seq, req_sample.offset), (1000, 0));
+    assert_eq!(k.stat(Stat::Packets), 2);
+}
+
+#[test]
+fn http_exchange_on_tc_ingress() {
+    if require_root("http_exchange_on_tc_ingress") {
+        http_exchange_on("tc_ingress", TCX_NEXT);
+    }
+}
+
+#[test]
+fn http_exchange_on_tc_egress() {
+    if require_root("http_exchange_on_tc_egress") {
+        http_exchange_on("tc_egress", TCX_NEXT);
+    }
+}
+
+#[test]
+fn http_exchange_on_xdp_ingress() {
+    if require_root("http_exchange_on_xdp_ingress") {
+        http_exchange_on("xdp_ingress", XDP_PASS);
+    }
+}
+
+#[test]
+fn tls_client_hello_over_ipv6_behind_a_vlan_tag() {
+    if !require_root("tls_client_hello_over_ipv6_behind_a_vlan_tag") {
+        return;
+    }
+    let mut k = Kernel::load();
+    let mut hello = CLIENT_HELLO.to_vec();
+    hello.resize(517, 0xaa);
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .single_vlan(VlanId::try_new(42).expect("vlan id"))
+        .ipv6(CLIENT6.octets(), SERVER6.octets(), 64)
+        .tcp(51000, 8443, 7, 64240)
+        .psh()
+        .ack(1)
+        .write(&mut pkt, &hello)
+        .expect("build");
+    assert_eq!(k.run("tc_ingress", &pkt), TCX_NEXT);
+    let (key, _) = key6(IPPROTO_TCP, (CLIENT6, 51000), (SERVER6, 8443));
+    let st = k.flow(&key).expect("flow");
+    assert_eq!(
+        (
+            Protocol::from_u8(st.protocol),
+            Encryption::from_u8(st.encryption)
+        ),
+        (Protocol::Tls, Encryption::Encrypted)
+    );
+    assert_eq!(k.stat(Stat::Malformed), 0);
+    // 517 bytes of hello, 512 sampled (the default).
+    let sampled: u32 = k
+        .drain()
+        .iter()
+        .map(|e| match e {
+            KernelEvent::Sample(s) => s.captured,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(sampled, 512);
+}
+
+#[test]
+fn syn_sender_is_the_client_whatever_its_port() {
+    if !require_root("syn_sender_is_the_client_whatever_its_port") {
+        return;
+    }
+    let mut k = Kernel::load();
+    // A client bound to port 443 connecting to an ephemeral-looking server port.
+    let c = (CLIENT, 443);
+    let s = (SERVER, 50000);
+    k.run("tc_egress", &tcp4(c, s, "S", b""));
+    let (key, client_side) = key4(IPPROTO_TCP, c, s);
+    assert_eq!(k.flow(&key).expect("flow").client_side, client_side);
+}
+
+#[test]
+fn fin_sends_one_close_notice() {
+    if !require_root("fin_sends_one_close_notice") {
+        return;
+    }
+    let mut k = Kernel::load();
+    let c = (CLIENT, 40001);
+    let s = (SERVER, 80);
+    k.run("tc_ingress", &tcp4(c, s, "PA", HTTP_REQUEST));
+    k.run("tc_ingress", &tcp4(c, s, "FA", b""));
+    k.run("tc_egress", &tcp4(s, c, "FA", b""));
+    let (key, _) = key4(IPPROTO_TCP, c, s);
+    assert_eq!(
+        k.flow(&key).expect("flow").flags & FLOW_CLOSING,
+        FLOW_CLOSING
+    );
+    let closes = k
+        .drain()
+        .iter()
+        .filter(|e| matches!(e, KernelEvent::Notice(n) if n.kind == KIND_CLOSE))
+        .count();
+    assert_eq!(closes, 1);
+}
+
+#[test]
+fn unknown_once_both_sides_spoke_unrecognised() {
+    if !require_root("unknown_once_both_sides_spoke_unrecognised") {
+        return;
+    }
+    let mut k = Kernel::load();
+    let udp = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]| {
+        let mut pkt = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+            .ipv4(src.0.octets(), dst.0.octets(), 64)
+            .udp(src.1, dst.1)
+            .write(&mut pkt, payload)
+            .expect("build");
+        pkt
+    };
+    let c = (CLIENT, 45000);
+    let s = (SERVER, 7000);
+    k.run(
+        "xdp_ingress",
+        &udp(c, s, &[0x8f, 0x11, 0xe2, 0x00, 0x7a, 0x33, 0x90, 0x01]),
+    );
+    let (key, _) = key4(IPPROTO_UDP, c, s);
+    assert_eq!(
+        k.flow(&key).expect("flow").flags & FLOW_VERDICT,
+        0,
+        "one side unknown: still listening"
+    );
+    k.run("tc_egress", &udp(s, c, &[0x05, 0xfe, 0x77, 0x10]));
+    let st = k.flow(&key).expect("flow");
+    assert_eq!(st.flags & FLOW_VERDICT, FLOW_VERDICT);
+    assert_eq!(Protocol::from_u8(st.protocol), Protocol::Unknown);
+}
+
+#[test]
+fn skipped_packets_are_counted_not_tracked() {
+    if !require_root("skipped_packets_are_counted_not_tracked") {
+        return;
+    }
+    let mut k = Kernel::load();
+    let good = tcp4((CLIENT, 40002), (SERVER, 80), "PA", HTTP_REQUEST);
+
+    // ARP request.
+    let mut arp = [0u8; 42];
+    arp[..6].copy_from_slice(&[0xff; 6]);
+    arp[6..12].copy_from_slice(&CLIENT_MAC);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    k.run("tc_ingress", &arp);
+
+    // IPv4 first fragment (MF set) and a later fragment (offset 185).
+    let mut frag = good.clone();
+    frag[14 + 6] = 0x20;
+    k.run("tc_ingress", &frag);
+    frag[14 + 6] = 0x00;
+    frag[14 + 7] = 0xb9;
+    k.run("xdp_ingress", &frag);
+
+    // IPv6 with a fragment header.
+    let mut v6frag = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv6(CLIENT6.octets(), SERVER6.octets(), 64)
+        .udp(5000, 6000)
+        .write(&mut v6frag, b"abcdefgh")
+        .expect("build");
+    let mut with_frag = v6frag[..14 + 40].to_vec();
+    with_frag[14 + 6] = 44; // next header: fragment
+    with_frag.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]); // -> UDP, offset 0, M=1
+    with_frag.extend_from_slice(&v6frag[14 + 40..]);
+    let plen = (with_frag.len() - 54) as u16;
+    with_frag[18..20].copy_from_slice(&plen.to_be_bytes());
+    k.run("tc_ingress", &with_frag);
+
+    // ICMP echo.
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT.octets(), SERVER.octets(), 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, b"ping")
+        .expect("build");
+    k.run("tc_ingress", &icmp);
+
+    // Malformed: TCP header cut short; IHL below 5; a data offset below 5.
+    k.run("tc_ingress", &good[..14 + 20 + 10]);
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x43;
+    k.run("xdp_ingress", &bad_ihl);
+    let mut bad_doff = good.clone();
+    bad_doff[14 + 20 + 12] = 0x40;
+    k.run("tc_egress", &bad_doff);
+
+    // IPv6 extension chain longer than the parser walks: five destination-options headers.
+    let mut long_chain = v6frag[..14 + 40].to_vec();
+    long_chain[14 + 6] = 60;
+    for i in 0..5 {
+        let next = if i == 4 { 17 } else { 60 };
+        long_chain.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    long_chain.extend_from_slice(&v6frag[14 + 40..]);
+    let plen = (long_chain.len() - 54) as u16;
+    long_chain[18..20].copy_from_slice(&plen.to_be_bytes());
+    k.run("tc_ingress", &long_chain);
+
+    assert_eq!(k.stat(Stat::NonIp), 1);
+    assert_eq!(k.stat(Stat::Fragments), 3);
+    assert_eq!(k.stat(Stat::OtherTransport), 1);
+    assert_eq!(k.stat(Stat::Malformed), 4);
+    assert_eq!(k.stat(Stat::Packets), 9);
+    assert_eq!(k.flows.keys().count(), 0, "none of them created a flow");
+
+    // And a chain within the bound is walked: two hop-by-hop/destination headers, then UDP.
+    let mut short_chain = v6frag[..14 + 40].to_vec();
+    short_chain[14 + 6] = 0;
+    short_chain.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+    short_chain.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    short_chain.extend_from_slice(&v6frag[14 + 40..]);
+    let plen = (short_chain.len() - 54) as u16;
+    short_chain[18..20].copy_from_slice(&plen.to_be_bytes());
+    k.run("tc_ingress", &short_chain);
+    let (key, _) = key6(IPPROTO_UDP, (CLIENT6, 5000), (SERVER6, 6000));
+    let st = k.flow(&key).expect("flow behind two extension headers");
+    assert_eq!(st.payload_packets.iter().sum::<u8>(), 1);
+}
