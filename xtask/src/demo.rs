@@ -1,0 +1,146 @@
+//! `cargo xtask demo`: a small lab with real servers and clients and the agent watching it.
+
+use std::{
+    path::Path,
+    process::Stdio,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use sealwatch_tests::{Lab, attached};
+
+pub fn run(agent: &Path) -> anyhow::Result<()> {
+    if !sealwatch_tests::is_root() {
+        bail!("the demo creates network namespaces and loads BPF programs: run it as root");
+    }
+    let mut lab = Lab::new()?;
+    println!(
+        "demo: lab up: client {} / {} in netns {}, server {} / {} in netns {}",
+        lab.client_v4, lab.client_v6, lab.client_ns, lab.server_v4, lab.server_v6, lab.server_ns
+    );
+    lab.make_keys()?;
+    lab.spawn_server(&["python3", "-m", "http.server", "8080", "--bind", "::"])?;
+    lab.spawn_server(&[
+        "openssl", "s_server", "-accept", "8443", "-cert", "tls.crt", "-key", "tls.key", "-www",
+        "-quiet",
+    ])?;
+    lab.spawn_sshd()?;
+    lab.spawn_server(&["nc", "-l", "9000"])?;
+    for port in [8080, 8443, 9000] {
+        lab.wait_listening(port, false)?;
+    }
+    println!(
+        "demo: servers up: python http.server :8080, openssl s_server :8443, sshd :22, nc :9000"
+    );
+
+    let mut child = Lab::in_ns(
+        &lab.server_ns,
+        &[
+            &agent.to_string_lossy(),
+            "run",
+            "--iface",
+            &lab.server_if,
+            "--output",
+            "text",
+            "--idle-timeout",
+            "5s",
+        ],
+    )
+    .stdin(Stdio::null())
+    // Events on stdout are the show; the agent's own info log would only interleave with them.
+    .env("RUST_LOG", "warn")
+    .spawn()
+    .context("starting the agent")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attached(&lab.server_ns, &lab.server_if)
+        .map(|a| a.tc_ingress.is_empty())
+        .unwrap_or(true)
+    {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!("the agent did not attach");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let s4 = lab.server_v4.to_string();
+    let s6 = lab.server_v6.to_string();
+    let ssh_target = format!("nobody@{s4}");
+    let clients: [(&str, Vec<String>, Option<&[u8]>); 5] = [
+        (
+            "plaintext HTTP",
+            argv(&[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                &format!("http://{s4}:8080/"),
+            ]),
+            None,
+        ),
+        (
+            "plaintext HTTP over IPv6",
+            argv(&[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-g",
+                &format!("http://[{s6}]:8080/"),
+            ]),
+            None,
+        ),
+        (
+            "HTTPS (TLS 1.3)",
+            argv(&[
+                "curl",
+                "-sSk",
+                "-o",
+                "/dev/null",
+                &format!("https://{s4}:8443/"),
+            ]),
+            None,
+        ),
+        (
+            "SSH",
+            argv(&[
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                &ssh_target,
+                "true",
+            ]),
+            None,
+        ),
+        (
+            "a protocol no detector knows",
+            argv(&["nc", "-q", "1", &s4, "9000"]),
+            Some(b"\x8f\x11\xe2\x00\x7a\x33 custom binary frame\n"),
+        ),
+    ];
+    for (what, args, stdin) in &clients {
+        println!("demo: client: {what}: {}", args.join(" "));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab.client(&args, *stdin, Duration::from_secs(10))?;
+        thread::sleep(Duration::from_millis(300));
+    }
+    thread::sleep(Duration::from_secs(2));
+    println!("demo: stopping the agent (SIGINT)");
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("agent exited with {status}");
+    }
+    println!("demo: done; lab removed");
+    Ok(())
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
