@@ -1,4 +1,9 @@
 //! Exit codes and error messages of the contract.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "privileged tests panic with a message"
+)]
 
 use std::process::Command;
 

@@ -1,6 +1,11 @@
 //! Kernel verdicts on crafted packets with BPF_PROG_TEST_RUN: the real programs, loaded and
 //! verified, run on packets we build byte by byte; assertions read the flow table, the
 //! counters and the ring buffer they leave behind.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "privileged tests panic with a message"
+)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -1,5 +1,10 @@
 //! The agent on real traffic: real servers and clients from Debian packages in a two-namespace
 //! lab, the agent attached to the server's veth, assertions on its JSON events.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "privileged tests panic with a message"
+)]
 
 use std::time::Duration;
 

@@ -67,7 +67,7 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
     let s4 = lab.server_v4.to_string();
     let s6 = lab.server_v6.to_string();
     let ssh_target = format!("nobody@{s4}");
-    let clients: [(&str, Vec<String>, Option<&[u8]>); 5] = [
+    let clients: [DemoClient; 5] = [
         (
             "plaintext HTTP",
             argv(&[
@@ -140,6 +140,9 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
     println!("demo: done; lab removed");
     Ok(())
 }
+
+/// What the client shows, its command line, and what it sends on stdin.
+type DemoClient<'a> = (&'a str, Vec<String>, Option<&'a [u8]>);
 
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()

@@ -5,8 +5,9 @@ mod demo;
 mod setup;
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -53,6 +54,20 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 17 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 5.52s");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (18, 2, 2));
+    }
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -72,21 +87,68 @@ fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     build()?;
-    let result = step("cargo test", || {
-        let status = Command::new("cargo")
+    let run = step("cargo test", || {
+        let mut child = Command::new("cargo")
             .args(["test", "--no-fail-fast"])
             .env("SEALWATCH_BIN", agent_binary())
             .current_dir(workspace_root())
-            .status()
+            .stdout(Stdio::piped())
+            .spawn()
             .context("running cargo test")?;
-        if !status.success() {
-            bail!("tests failed ({status})");
+        let mut totals = Totals::default();
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                totals.add(&line);
+            }
         }
-        Ok(())
+        Ok((child.wait()?, totals))
     });
     // Tests clean up after themselves; this catches what an interrupted run left.
     sealwatch_tests::cleanup_stale();
-    result
+    let (status, totals) = run?;
+    // One closing line for the whole run, whatever order the test binaries ran in.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Sums cargo's `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (
+                words.next().and_then(|n| n.parse::<u64>().ok()),
+                words.next(),
+            ) {
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
