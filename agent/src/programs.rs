@@ -25,7 +25,9 @@ const XDP_INGRESS: &str = "xdp_ingress";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot load the kernel object: {0}{hint}", hint = permission_hint(.0))]
+    #[error("loading BPF programs needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON")]
+    Privileges(#[source] EbpfError),
+    #[error("cannot load the kernel object")]
     Object(#[source] EbpfError),
     #[error("kernel rejected program {program}: {}", verifier_excerpt(.source))]
     Program {
@@ -91,7 +93,13 @@ impl Programs {
             .override_global(aya_log::LEVEL, &opts.kernel_log_level, false)
             .map_max_entries(FLOWS_MAP, opts.flow_capacity)
             .load(OBJECT)
-            .map_err(LoadError::Object)?;
+            .map_err(|e| {
+                if lacks_privileges(&e) {
+                    LoadError::Privileges(e)
+                } else {
+                    LoadError::Object(e)
+                }
+            })?;
         for program in [TC_INGRESS, TC_EGRESS] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, program)?;
             prog.load()
@@ -286,12 +294,8 @@ fn verifier_excerpt(e: &ProgramError) -> String {
     }
 }
 
-fn permission_hint(e: &EbpfError) -> &'static str {
-    let denied = matches!(e, EbpfError::MapError(MapError::CreateError { io_error, .. })
-        if io_error.kind() == io::ErrorKind::PermissionDenied);
-    if denied {
-        " (needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)"
-    } else {
-        ""
-    }
+/// Map creation is the first privileged step of a load: EPERM there means missing capabilities.
+fn lacks_privileges(e: &EbpfError) -> bool {
+    matches!(e, EbpfError::MapError(MapError::CreateError { io_error, .. })
+        if io_error.kind() == io::ErrorKind::PermissionDenied)
 }

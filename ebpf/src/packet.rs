@@ -3,6 +3,7 @@
 use core::{ffi::c_void, mem};
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
@@ -11,8 +12,8 @@ use sealwatch_common::{
     net::*,
 };
 
-/// What the TC and XDP contexts have in common for our purposes.
-pub trait Packet {
+/// What the TC and XDP contexts have in common for our purposes (and aya-log's context).
+pub trait Packet: EbpfContext {
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
     /// Whole packet length, including data outside the linear area.

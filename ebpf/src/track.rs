@@ -4,6 +4,7 @@
 use core::{ffi::c_void, ptr::addr_of_mut};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_log_ebpf::debug;
 use sealwatch_common::{
     CLASSIFY_WINDOW, MAX_SAMPLE, UNKNOWN_AFTER_PAYLOAD_PACKETS, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample},
@@ -58,7 +59,16 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
     if flags & FLOW_VERDICT == 0 {
         classify(pkt, state, p, &seen, flags)?;
     }
-    sample(pkt, state, p, &seen)
+    // Checked here so established flows do not pay for a call.
+    if u32::from(state.sampled[side]) < sample_limit() {
+        sample(pkt, state, p, &seen)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn sample_limit() -> u32 {
+    u32::from(SAMPLE_BYTES.load()).min(MAX_SAMPLE as u32)
 }
 
 #[inline(never)]
@@ -139,6 +149,13 @@ fn classify<P: Packet>(
         return Err(Stat::LoadBytesFailed);
     }
     let verdict = classify_payload(window.get(..n as usize).unwrap_or(&[]));
+    debug!(
+        pkt,
+        "first payload of side {}: {} bytes, protocol {}",
+        p.side,
+        p.payload_len,
+        verdict.protocol as u8
+    );
     if verdict.is_known() || before & theirs != 0 {
         return set_verdict(state, p, seen, verdict);
     }
@@ -186,7 +203,7 @@ fn notify(kind: u8, state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), St
 #[inline(never)]
 fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
     let side = usize::from(p.side & 1);
-    let limit = u32::from(SAMPLE_BYTES.load()).min(MAX_SAMPLE as u32);
+    let limit = sample_limit();
     let done = u32::from(state.sampled[side]);
     if done >= limit {
         return Ok(());

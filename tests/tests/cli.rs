@@ -42,3 +42,29 @@ fn bad_usage_exits_2() {
         );
     }
 }
+
+#[test]
+fn missing_privileges_exit_1_naming_them() {
+    // Root with an empty capability bounding set (or simply not root) cannot create BPF maps.
+    let bin = agent_binary();
+    let out = if sealwatch_tests::is_root() {
+        Command::new("setpriv")
+            .args(["--bounding-set=-all", "--inh-caps=-all"])
+            .arg(&bin)
+            .args(["run", "--iface", "lo", "--output", "json"])
+            .output()
+            .expect("setpriv")
+    } else {
+        sealwatch(&["run", "--iface", "lo", "--output", "json"])
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Operation not permitted"),
+        "keeps the cause: {err}"
+    );
+}

@@ -396,8 +396,8 @@ fn xdp_mode_classifies_http_tls_ssh_and_unknown() {
 }
 
 #[test]
-fn text_output_is_one_readable_line_per_event() {
-    if !require_root("text_output_is_one_readable_line_per_event") {
+fn text_output_is_one_readable_line_per_event_and_logs_stay_on_stderr() {
+    if !require_root("text_output_is_one_readable_line_per_event_and_logs_stay_on_stderr") {
         return;
     }
     let mut lab = Lab::new().expect("lab");
@@ -416,8 +416,9 @@ fn text_output_is_one_readable_line_per_event() {
             "text",
         ],
     )
+    .env("RUST_LOG", "warn,sealwatch=debug,sealwatch_ebpf=debug")
     .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("agent");
     std::thread::sleep(Duration::from_secs(3));
@@ -460,4 +461,12 @@ fn text_output_is_one_readable_line_per_event() {
         "{text}"
     );
     assert!(!text.contains('{'), "no JSON in text mode:\n{text}");
+    // The kernel programs' aya-log records reach the agent's log (stderr), never stdout.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let kernel_line = "first payload of side";
+    assert!(
+        log.contains(kernel_line),
+        "kernel debug log forwarded with RUST_LOG=debug:\n{log}"
+    );
+    assert!(!text.contains(kernel_line), "no log on stdout:\n{text}");
 }
