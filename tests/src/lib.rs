@@ -286,6 +286,43 @@ impl Lab {
         self.wait_listening(22, false)
     }
 
+    /// The servers every lab scenario uses: python http.server on 8080 (dual stack),
+    /// `openssl s_server` on 8443, sshd on 22, and a netcat sink on TCP 9000 for bytes no
+    /// detector names. Returns once all of them listen.
+    pub fn spawn_standard_servers(&mut self) -> anyhow::Result<()> {
+        self.make_keys()?;
+        // python binds IPv4 only unless told `::`.
+        self.spawn_server(&["python3", "-m", "http.server", "8080", "--bind", "::"])?;
+        self.spawn_server(&[
+            "openssl", "s_server", "-accept", "8443", "-cert", "tls.crt", "-key", "tls.key",
+            "-www", "-quiet",
+        ])?;
+        self.spawn_sshd()?;
+        self.spawn_server(&["nc", "-l", "9000"])?;
+        for port in [8080, 8443, 9000] {
+            self.wait_listening(port, false)?;
+        }
+        Ok(())
+    }
+
+    /// An ssh client command that completes the handshake and key exchange with the lab's
+    /// sshd, then fails authentication (there is no account to log into).
+    pub fn ssh_probe(&self) -> Vec<String> {
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &format!("nobody@{}", self.server_v4),
+            "true",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Starts the agent on the server side of the lab and waits until it has attached.
     pub fn start_agent(&self, args: &[&str]) -> anyhow::Result<Agent> {
         let bin = agent_binary();

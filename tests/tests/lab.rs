@@ -30,24 +30,12 @@ struct Expect {
 }
 
 fn start_servers(lab: &mut Lab) {
-    lab.make_keys().expect("keys");
+    lab.spawn_standard_servers().expect("servers");
     std::fs::write(lab.dir.join("blob.bin"), vec![b'x'; BLOB_BYTES]).expect("blob");
-    // Dual-stack: python binds IPv4 only unless told `::`.
-    lab.spawn_server(&["python3", "-m", "http.server", "8080", "--bind", "::"])
-        .expect("http");
-    lab.spawn_server(&[
-        "openssl", "s_server", "-accept", "8443", "-cert", "tls.crt", "-key", "tls.key", "-www",
-        "-quiet",
-    ])
-    .expect("tls");
-    lab.spawn_sshd().expect("sshd");
-    // netcat-openbsd sinks for payloads no detector names: random bytes over TCP and UDP.
-    lab.spawn_server(&["nc", "-l", "9000"]).expect("nc tcp");
+    // A UDP sink as well, for datagrams no detector names.
     lab.spawn_server(&["nc", "-u", "-l", "9001"])
         .expect("nc udp");
-    for (port, udp) in [(8080, false), (8443, false), (9000, false), (9001, true)] {
-        lab.wait_listening(port, udp).expect("server up");
-    }
+    lab.wait_listening(9001, true).expect("udp sink up");
 }
 
 /// Runs every client once and returns what each flow must look like.
@@ -113,23 +101,9 @@ fn run_clients(lab: &Lab) -> Vec<Expect> {
         .expect("curl tls"),
         "curl https",
     );
-    // No account to log into: the handshake and key exchange happen, then auth fails.
-    lab.client(
-        &[
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &format!("nobody@{s4}"),
-            "true",
-        ],
-        None,
-        CLIENT_TIMEOUT,
-    )
-    .expect("ssh");
+    let ssh = lab.ssh_probe();
+    let ssh: Vec<&str> = ssh.iter().map(String::as_str).collect();
+    lab.client(&ssh, None, CLIENT_TIMEOUT).expect("ssh");
     let noise: Vec<u8> = (0u32..300)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();

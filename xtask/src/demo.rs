@@ -19,17 +19,7 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
         "demo: lab up: client {} / {} in netns {}, server {} / {} in netns {}",
         lab.client_v4, lab.client_v6, lab.client_ns, lab.server_v4, lab.server_v6, lab.server_ns
     );
-    lab.make_keys()?;
-    lab.spawn_server(&["python3", "-m", "http.server", "8080", "--bind", "::"])?;
-    lab.spawn_server(&[
-        "openssl", "s_server", "-accept", "8443", "-cert", "tls.crt", "-key", "tls.key", "-www",
-        "-quiet",
-    ])?;
-    lab.spawn_sshd()?;
-    lab.spawn_server(&["nc", "-l", "9000"])?;
-    for port in [8080, 8443, 9000] {
-        lab.wait_listening(port, false)?;
-    }
+    lab.spawn_standard_servers()?;
     println!(
         "demo: servers up: python http.server :8080, openssl s_server :8443, sshd :22, nc :9000"
     );
@@ -66,7 +56,6 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
 
     let s4 = lab.server_v4.to_string();
     let s6 = lab.server_v6.to_string();
-    let ssh_target = format!("nobody@{s4}");
     let clients: [DemoClient; 5] = [
         (
             "plaintext HTTP",
@@ -92,7 +81,7 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
             None,
         ),
         (
-            "HTTPS (TLS 1.3)",
+            "HTTPS",
             argv(&[
                 "curl",
                 "-sSk",
@@ -102,21 +91,7 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
             ]),
             None,
         ),
-        (
-            "SSH",
-            argv(&[
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                &ssh_target,
-                "true",
-            ]),
-            None,
-        ),
+        ("SSH", lab.ssh_probe(), None),
         (
             "a protocol no detector knows",
             argv(&["nc", "-q", "1", &s4, "9000"]),
