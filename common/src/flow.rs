@@ -143,6 +143,62 @@ impl FlowState {
     }
 }
 
+/// The classified-bit of `side` and of the other side.
+#[inline(always)]
+pub const fn classified_bits(side: Side) -> (u64, u64) {
+    if side & 1 == 0 {
+        (FLOW_CLASSIFIED_SIDE0, FLOW_CLASSIFIED_SIDE1)
+    } else {
+        (FLOW_CLASSIFIED_SIDE1, FLOW_CLASSIFIED_SIDE0)
+    }
+}
+
+/// What a payload packet of a flow without a verdict calls for. Shared by the kernel programs
+/// and offline analysis so both reach the same verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadStep {
+    /// First payload of this side: classify it (then see [`conclude`]).
+    Classify,
+    /// This side was classified `unknown` and kept talking without an answer: give up.
+    GiveUp,
+    /// Nothing to do until the other side speaks.
+    Wait,
+}
+
+/// `flags`: the flow's flags before this packet; `sent`: payload packets this side has sent,
+/// this one included.
+#[inline(always)]
+pub fn payload_step(flags: u64, side: Side, sent: u8) -> PayloadStep {
+    let (mine, _) = classified_bits(side);
+    if flags & mine == 0 {
+        PayloadStep::Classify
+    } else if sent >= crate::UNKNOWN_AFTER_PAYLOAD_PACKETS {
+        PayloadStep::GiveUp
+    } else {
+        PayloadStep::Wait
+    }
+}
+
+/// The flow verdict after classifying one side's first payload: a recognised protocol is final;
+/// `unknown` is final only once the other side was classified (unknown) too.
+#[inline(always)]
+pub fn conclude(
+    side_verdict: crate::Verdict,
+    other_side_classified: bool,
+) -> Option<crate::Verdict> {
+    (side_verdict.is_known() || other_side_classified).then_some(side_verdict)
+}
+
+/// Flag bits a TCP packet from `side` adds: its TCP flags, and [`FLOW_CLOSING`] on FIN/RST.
+#[inline(always)]
+pub fn tcp_flag_bits(side: Side, tcp_flags: u8) -> u64 {
+    let mut bits = u64::from(tcp_flags) << (FLAGS_SIDE_SHIFT * u32::from(side & 1));
+    if tcp_flags & (crate::net::TCP_FIN | crate::net::TCP_RST) != 0 {
+        bits |= FLOW_CLOSING;
+    }
+    bits
+}
+
 /// Decides which side opened a flow from its first observed packet. A SYN says it outright;
 /// without one (the agent started mid-connection, or UDP) a service port on one end and a client
 /// port on the other decides; failing that, the first sender is the client.
@@ -247,6 +303,34 @@ mod tests {
     fn equal_rank_falls_back_to_first_sender() {
         assert_eq!(client_side(1, None, 5000, 6000), 1);
         assert_eq!(client_side(0, None, 0, 0), 0);
+    }
+
+    #[test]
+    fn classification_steps() {
+        use crate::{Encryption, Protocol, Verdict};
+        assert_eq!(payload_step(0, 1, 1), PayloadStep::Classify);
+        assert_eq!(payload_step(FLOW_CLASSIFIED_SIDE1, 1, 2), PayloadStep::Wait);
+        assert_eq!(
+            payload_step(FLOW_CLASSIFIED_SIDE1, 0, 1),
+            PayloadStep::Classify
+        );
+        assert_eq!(
+            payload_step(FLOW_CLASSIFIED_SIDE0, 0, 4),
+            PayloadStep::GiveUp
+        );
+        let http = Verdict::new(Protocol::Http, Encryption::Plaintext);
+        assert_eq!(conclude(http, false), Some(http));
+        assert_eq!(conclude(Verdict::UNKNOWN, false), None);
+        assert_eq!(conclude(Verdict::UNKNOWN, true), Some(Verdict::UNKNOWN));
+    }
+
+    #[test]
+    fn fin_and_rst_mark_closing() {
+        assert_eq!(
+            tcp_flag_bits(1, TCP_FIN | TCP_ACK),
+            (u64::from(TCP_FIN | TCP_ACK) << 8) | FLOW_CLOSING
+        );
+        assert_eq!(tcp_flag_bits(0, TCP_ACK), u64::from(TCP_ACK));
     }
 
     #[test]

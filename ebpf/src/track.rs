@@ -6,13 +6,12 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use sealwatch_common::{
-    CLASSIFY_WINDOW, MAX_SAMPLE, UNKNOWN_AFTER_PAYLOAD_PACKETS, Verdict, classify_payload,
+    CLASSIFY_WINDOW, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample},
     flow::{
-        FLAGS_SIDE_SHIFT, FLOW_CLASSIFIED_SIDE0, FLOW_CLASSIFIED_SIDE1, FLOW_CLOSING, FLOW_VERDICT,
-        FlowState, client_side,
+        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, client_side, conclude,
+        payload_step, tcp_flag_bits,
     },
-    net::{TCP_FIN, TCP_RST},
     stats::Stat,
 };
 
@@ -97,10 +96,7 @@ fn record_tcp_flags(state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<u6
     let Some(tcp) = p.tcp_flags else {
         return Ok(flags);
     };
-    let mut bits = u64::from(tcp) << (FLAGS_SIDE_SHIFT * u32::from(p.side & 1));
-    if tcp & (TCP_FIN | TCP_RST) != 0 {
-        bits |= FLOW_CLOSING;
-    }
+    let bits = tcp_flag_bits(p.side, tcp);
     if flags & bits == bits {
         return Ok(flags);
     }
@@ -121,21 +117,16 @@ fn classify<P: Packet>(
     seen: &Seen,
     flags: u64,
 ) -> Result<(), Stat> {
-    let (mine, theirs) = if p.side == 0 {
-        (FLOW_CLASSIFIED_SIDE0, FLOW_CLASSIFIED_SIDE1)
-    } else {
-        (FLOW_CLASSIFIED_SIDE1, FLOW_CLASSIFIED_SIDE0)
-    };
     let side = usize::from(p.side & 1);
     let sent = state.payload_packets[side].saturating_add(1);
     state.payload_packets[side] = sent;
-    if flags & mine != 0 {
-        if sent >= UNKNOWN_AFTER_PAYLOAD_PACKETS {
-            return set_verdict(state, p, seen, Verdict::UNKNOWN);
-        }
-        return Ok(());
+    match payload_step(flags, p.side, sent) {
+        PayloadStep::Wait => return Ok(()),
+        PayloadStep::GiveUp => return set_verdict(state, p, seen, Verdict::UNKNOWN),
+        PayloadStep::Classify => {}
     }
     // Exactly one CPU classifies each side: whoever flips the bit.
+    let (mine, theirs) = classified_bits(p.side);
     let before = fetch_or_u64(&mut state.flags, mine);
     if before & mine != 0 {
         return Ok(());
@@ -156,10 +147,10 @@ fn classify<P: Packet>(
         p.payload_len,
         verdict.protocol as u8
     );
-    if verdict.is_known() || before & theirs != 0 {
-        return set_verdict(state, p, seen, verdict);
+    match conclude(verdict, before & theirs != 0) {
+        Some(v) => set_verdict(state, p, seen, v),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[inline(always)]
