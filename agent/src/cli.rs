@@ -16,6 +16,24 @@ pub struct Cli {
 pub enum Command {
     /// Attach the kernel programs and report every flow's encryption verdict until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Classify the flows in pcap/pcapng captures with the same engine, offline.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng; Ethernet, Linux cooked, raw IP or BSD loopback frames).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Event format on stdout; default `text` on a terminal, `json` otherwise. Text mode ends
+    /// with a per-protocol summary.
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// A flow with no packets for this long (capture time) is ended, as in `run`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

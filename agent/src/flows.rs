@@ -30,6 +30,21 @@ pub trait FlowTable {
     fn entries(&self) -> Vec<(FlowKey, FlowState)>;
 }
 
+/// The flow table of offline analysis: plain user-space memory.
+impl FlowTable for HashMap<FlowKey, FlowState> {
+    fn get(&self, key: &FlowKey) -> Option<FlowState> {
+        HashMap::get(self, key).copied()
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        HashMap::remove(self, key);
+    }
+
+    fn entries(&self) -> Vec<(FlowKey, FlowState)> {
+        self.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
 impl FlowTable for BpfHashMap<MapData, FlowKey, FlowState> {
     fn get(&self, key: &FlowKey) -> Option<FlowState> {
         BpfHashMap::get(self, key, 0).ok()
@@ -76,10 +91,22 @@ pub struct TrackerStats {
     pub sample_bytes: u64,
 }
 
+/// What flow timestamps count from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBase {
+    /// CLOCK_MONOTONIC, the kernel programs' clock (`run`).
+    Monotonic,
+    /// The Unix epoch, as in capture files (`analyze`).
+    Epoch,
+}
+
 pub struct FlowTracker<T> {
     table: T,
     flows: HashMap<FlowKey, Tracked>,
     ifnames: HashMap<u32, String>,
+    /// Reported as every flow's `interface` instead of the ifindex's name (the capture file).
+    interface: Option<String>,
+    time_base: TimeBase,
     timeouts: Timeouts,
     stats: TrackerStats,
 }
@@ -90,9 +117,32 @@ impl<T: FlowTable> FlowTracker<T> {
             table,
             flows: HashMap::new(),
             ifnames: HashMap::new(),
+            interface: None,
+            time_base: TimeBase::Monotonic,
             timeouts,
             stats: TrackerStats::default(),
         }
+    }
+
+    /// For captures: epoch timestamps, and one name for the `interface` of every flow.
+    pub fn offline(table: T, timeouts: Timeouts, interface: String) -> FlowTracker<T> {
+        FlowTracker {
+            interface: Some(interface),
+            time_base: TimeBase::Epoch,
+            ..FlowTracker::new(table, timeouts)
+        }
+    }
+
+    pub fn table_mut(&mut self) -> &mut T {
+        &mut self.table
+    }
+
+    fn time(&self, ts_ns: u64) -> String {
+        let t = match self.time_base {
+            TimeBase::Monotonic => to_system_time(ts_ns),
+            TimeBase::Epoch => std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ts_ns),
+        };
+        rfc3339(t)
     }
 
     pub fn stats(&self) -> TrackerStats {
@@ -190,14 +240,22 @@ impl<T: FlowTable> FlowTracker<T> {
         }
     }
 
-    /// Ends every flow still open (the agent is stopping), so no totals are lost.
-    pub fn finish_all(&mut self, out: &mut Vec<Event>) {
-        for (key, state) in self.table.entries() {
-            self.finish(&key, Some(state), Reason::AgentStop, out);
+    /// Ends every flow still open (the agent is stopping, or the capture ended), so no totals
+    /// are lost.
+    pub fn finish_all(&mut self, why: EndOfInput, out: &mut Vec<Event>) {
+        let reason = match why {
+            EndOfInput::AgentStop => Reason::AgentStop,
+            EndOfInput::CaptureEnd => Reason::CaptureEnd,
+        };
+        let mut open = self.table.entries();
+        // Capture order: stable output for the same file.
+        open.sort_by_key(|(_, s)| s.first_ns);
+        for (key, state) in open {
+            self.finish(&key, Some(state), reason, out);
         }
         let rest: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in rest {
-            self.finish(&key, None, Reason::AgentStop, out);
+            self.finish(&key, None, reason, out);
         }
     }
 
@@ -247,7 +305,7 @@ impl<T: FlowTable> FlowTracker<T> {
         let server = client ^ 1;
         event.end = Some(FlowEnd {
             reason: reason.name(&state),
-            start: rfc3339(to_system_time(state.first_ns)),
+            start: self.time(state.first_ns),
             duration_ms: state.last_ns.saturating_sub(state.first_ns) / 1_000_000,
             client_packets: state.packets[client],
             client_bytes: state.bytes[client],
@@ -277,15 +335,17 @@ impl<T: FlowTable> FlowTracker<T> {
         ifindex: u32,
         ts_ns: u64,
     ) -> FlowEvent {
-        let interface = match self.ifnames.entry(ifindex) {
-            Entry::Occupied(e) => e.get().clone(),
-            Entry::Vacant(e) => e
+        let time = self.time(ts_ns);
+        let interface = match (&self.interface, self.ifnames.entry(ifindex)) {
+            (Some(name), _) => name.clone(),
+            (None, Entry::Occupied(e)) => e.get().clone(),
+            (None, Entry::Vacant(e)) => e
                 .insert(ifname(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
                 .clone(),
         };
         FlowEvent::new(
             "flow",
-            rfc3339(to_system_time(ts_ns)),
+            time,
             Endpoints::new(key, client_side),
             protocol,
             encryption,
@@ -305,12 +365,20 @@ fn verdict_of(state: &FlowState) -> (Protocol, Encryption) {
     )
 }
 
+/// Why every remaining flow is being ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndOfInput {
+    AgentStop,
+    CaptureEnd,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
     Closed,
     Idle,
     Evicted,
     AgentStop,
+    CaptureEnd,
 }
 
 impl Reason {
@@ -321,6 +389,7 @@ impl Reason {
             Reason::Idle => "idle",
             Reason::Evicted => "evicted",
             Reason::AgentStop => "agent_stop",
+            Reason::CaptureEnd => "capture_end",
         }
     }
 }
@@ -454,7 +523,7 @@ mod tests {
         assert_eq!(totals, Some(("fin", 600, 9000, 5)));
         assert!(t.table.0.is_empty(), "ended flows leave the kernel table");
         t.sweep(now + 2 * SEC, &mut out);
-        t.finish_all(&mut out);
+        t.finish_all(EndOfInput::AgentStop, &mut out);
         assert_eq!(out.len(), 2, "nothing more once ended");
     }
 
@@ -544,7 +613,7 @@ mod tests {
         t.table.0.insert(k, state);
         let mut out = Vec::new();
         t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
-        t.finish_all(&mut out);
+        t.finish_all(EndOfInput::AgentStop, &mut out);
         assert_eq!(
             flows(&out)[1].end.as_ref().map(|e| e.reason),
             Some("agent_stop")

@@ -1,11 +1,13 @@
 //! sealwatch agent: loads the kernel programs, follows flows, and reports which ones are
 //! plaintext. `main.rs` is only the command line around [`run::run`].
 
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod events;
 pub mod flows;
+pub mod offline;
 pub mod output;
 pub mod policy;
 pub mod programs;

@@ -3,7 +3,7 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use sealwatch::{
     cli::{Cli, Command, OutputFormat},
-    run,
+    offline, run,
 };
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
@@ -21,12 +21,30 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
+        Command::Analyze(args) => {
+            let format = args.output.unwrap_or_else(default_format);
+            match offline::analyze(
+                &args.files,
+                args.idle_timeout,
+                format,
+                std::io::stdout().lock(),
+            ) {
+                Ok(summary) => {
+                    if format == OutputFormat::Text {
+                        print!("{}", summary.render());
+                    }
+                    ExitCode::SUCCESS
+                }
+                // Unreadable or corrupt input is bad input (2); failing to write is a runtime failure (1).
+                Err(offline::AnalyzeError::Capture(e)) => {
+                    eprintln!("sealwatch: {}", error_chain(&e));
+                    ExitCode::from(2)
+                }
+                Err(e) => fail(&error_chain(&e)),
+            }
+        }
         Command::Run(args) => {
-            let format = args.output.unwrap_or(if std::io::stdout().is_terminal() {
-                OutputFormat::Text
-            } else {
-                OutputFormat::Json
-            });
+            let format = args.output.unwrap_or_else(default_format);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -44,6 +62,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(&error_chain(&e)),
             }
         }
+    }
+}
+
+/// Text on a terminal, JSON lines otherwise.
+fn default_format() -> OutputFormat {
+    if std::io::stdout().is_terminal() {
+        OutputFormat::Text
+    } else {
+        OutputFormat::Json
     }
 }
 

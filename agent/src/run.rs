@@ -21,7 +21,7 @@ use crate::{
     clock::{monotonic_ns, rfc3339},
     event::{AgentEvent, Event},
     events::{KernelEvent, spawn_reader},
-    flows::{FlowTracker, Timeouts, TrackerStats},
+    flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
     output::Output,
     programs::{AttachError, LoadError, LoadOptions, Programs, ifindex},
 };
@@ -124,7 +124,7 @@ pub async fn run<W: Write>(
     while let Ok(event) = rx.try_recv() {
         handle(&mut tracker, event, &mut pending);
     }
-    tracker.finish_all(&mut pending);
+    tracker.finish_all(EndOfInput::AgentStop, &mut pending);
     for e in pending.drain(..) {
         emit(&mut out, &e)?;
     }

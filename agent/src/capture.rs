@@ -1,0 +1,237 @@
+//! Reading pcap and pcapng captures: frames with their link type and a nanosecond timestamp.
+
+use std::{fs::File, io, path::Path};
+
+use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError, create_reader};
+
+/// Read buffer; also the largest block we can hold (grown once for jumbo snaplens).
+const BUFFER: usize = 1 << 20;
+
+/// Link layers we can find an IP header behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    /// Raw IPv4/IPv6 (LINKTYPE_RAW, IPV4, IPV6).
+    Ip,
+    /// Linux cooked capture v1 (16-byte header) and v2 (20-byte header).
+    Sll,
+    Sll2,
+    /// BSD loopback: a 4-byte address family, host order (NULL) or network order (LOOP).
+    Null,
+    Loop,
+    Unsupported(i32),
+}
+
+impl Link {
+    fn from_linktype(l: Linktype) -> Link {
+        match l {
+            Linktype::ETHERNET => Link::Ethernet,
+            Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => Link::Ip,
+            Linktype::LINUX_SLL => Link::Sll,
+            Linktype::LINUX_SLL2 => Link::Sll2,
+            Linktype::NULL => Link::Null,
+            Linktype::LOOP => Link::Loop,
+            other => Link::Unsupported(other.0),
+        }
+    }
+}
+
+/// One captured frame.
+pub struct Frame<'a> {
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub link: Link,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is empty")]
+    Empty { path: String },
+    #[error("{path} is not a pcap or pcapng capture")]
+    NotACapture { path: String },
+    #[error("{path} is corrupt at packet {packet}: {reason}")]
+    Corrupt {
+        path: String,
+        packet: u64,
+        reason: String,
+    },
+}
+
+/// What reading a capture found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CaptureStats {
+    pub frames: u64,
+    /// Frames on link types we cannot parse.
+    pub unsupported: u64,
+    /// The file ended inside a block: everything before it was read.
+    pub truncated: bool,
+}
+
+/// Per-interface decoding state (pcapng can mix link types and timestamp resolutions).
+#[derive(Clone, Copy)]
+struct Interface {
+    link: Link,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_sec: i64,
+}
+
+/// Calls `on_frame` for every packet of the capture at `path`, in file order.
+pub fn read_capture(
+    path: &Path,
+    mut on_frame: impl FnMut(&Frame<'_>),
+) -> Result<CaptureStats, CaptureError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| CaptureError::Open {
+        path: name.clone(),
+        source,
+    })?;
+    let mut reader = match create_reader(BUFFER, file) {
+        Ok(r) => r,
+        Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
+        Err(PcapError::HeaderNotRecognized) => {
+            return Err(CaptureError::NotACapture { path: name });
+        }
+        Err(e) => {
+            return Err(CaptureError::Corrupt {
+                path: name,
+                packet: 0,
+                reason: format!("{e:?}"),
+            });
+        }
+    };
+    let mut stats = CaptureStats::default();
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut legacy: Option<Interface> = None;
+    let mut last_ts = 0u64;
+    let mut stalled = false;
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                stalled = false;
+                let frame = match block {
+                    PcapBlockOwned::LegacyHeader(h) => {
+                        let units_per_sec = if h.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        legacy = Some(Interface {
+                            link: Link::from_linktype(h.network),
+                            units_per_sec,
+                            offset_sec: 0,
+                        });
+                        None
+                    }
+                    PcapBlockOwned::Legacy(b) => legacy.map(|i| {
+                        let ts = u64::from(b.ts_sec) * 1_000_000_000
+                            + u64::from(b.ts_usec) * (1_000_000_000 / i.units_per_sec);
+                        (i.link, ts, b.data)
+                    }),
+                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                        interfaces.clear();
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                        interfaces.push(Interface {
+                            link: Link::from_linktype(idb.linktype),
+                            units_per_sec: ts_units(idb.if_tsresol),
+                            offset_sec: idb.if_tsoffset,
+                        });
+                        None
+                    }
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        interfaces.get(epb.if_id as usize).map(|i| {
+                            let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                            let ns = u128::from(ticks) * 1_000_000_000
+                                / u128::from(i.units_per_sec.max(1));
+                            let ts = (ns as i128 + i128::from(i.offset_sec) * 1_000_000_000).max(0)
+                                as u64;
+                            // EPB data is padded to 32 bits; caplen says how much is real.
+                            let len = (epb.caplen as usize).min(epb.data.len());
+                            (i.link, ts, &epb.data[..len])
+                        })
+                    }
+                    // Simple packets carry no timestamp: they belong to interface 0, "now".
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                        interfaces.first().map(|i| (i.link, last_ts, spb.data))
+                    }
+                    PcapBlockOwned::NG(_) => None,
+                };
+                if let Some((link, ts_ns, data)) = frame {
+                    stats.frames += 1;
+                    last_ts = ts_ns.max(last_ts);
+                    if let Link::Unsupported(_) = link {
+                        stats.unsupported += 1;
+                    } else {
+                        on_frame(&Frame { ts_ns, link, data });
+                    }
+                }
+                reader.consume(offset);
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => {
+                // Twice in a row without progress: the last block is cut short.
+                if stalled {
+                    stats.truncated = true;
+                    break;
+                }
+                stalled = true;
+                reader.refill().map_err(|e| CaptureError::Corrupt {
+                    path: name.clone(),
+                    packet: stats.frames,
+                    reason: format!("{e:?}"),
+                })?;
+            }
+            Err(PcapError::UnexpectedEof) => {
+                stats.truncated = true;
+                break;
+            }
+            Err(PcapError::BufferTooSmall) => {
+                return Err(CaptureError::Corrupt {
+                    path: name,
+                    packet: stats.frames,
+                    reason: format!("a block larger than {BUFFER} bytes"),
+                });
+            }
+            Err(e) => {
+                return Err(CaptureError::Corrupt {
+                    path: name,
+                    packet: stats.frames,
+                    reason: format!("{e:?}"),
+                });
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// pcapng `if_tsresol`: high bit clear, 10^-n seconds; set, 2^-n.
+fn ts_units(tsresol: u8) -> u64 {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n)
+    }
+    .unwrap_or(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_resolutions() {
+        assert_eq!(ts_units(6), 1_000_000);
+        assert_eq!(ts_units(9), 1_000_000_000);
+        assert_eq!(ts_units(0x80 | 10), 1024);
+    }
+}

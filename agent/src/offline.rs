@@ -1,0 +1,282 @@
+//! `sealwatch analyze`: the live pipeline run over capture files. Frames go through the shared
+//! parser and the kernel's classification rules (`common::flow`), into a user-space flow table
+//! and the same [`FlowTracker`] that `run` uses, so a capture yields the events the agent would
+//! have printed watching that traffic.
+
+use std::{collections::BTreeMap, collections::HashMap, io::Write, path::PathBuf, time::Duration};
+
+use sealwatch_common::{
+    CLASSIFY_WINDOW, Verdict, classify_payload,
+    event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
+    flow::{
+        FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits, client_side,
+        conclude, payload_step, tcp_flag_bits,
+    },
+    net::{ETH_P_IP, ETH_P_IPV6},
+    parse::{Parsed, Skip, parse_ethernet, parse_l3},
+    stats::{STAT_COUNT, Stat},
+};
+use tracing::warn;
+
+use crate::{
+    capture::{CaptureError, Frame, Link, read_capture},
+    cli::OutputFormat,
+    event::Event,
+    flows::{EndOfInput, FlowTracker, Timeouts},
+    output::Output,
+};
+
+/// Closing flows are checked, and the table swept, once per second of capture time.
+const TICK_NS: u64 = 1_000_000_000;
+const CLOSE_LINGER_NS: u64 = 1_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("cannot write events: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Flow tracking over captured frames, following the kernel programs step by step.
+#[derive(Default)]
+pub struct Engine {
+    stats: [u64; STAT_COUNT as usize],
+}
+
+impl Engine {
+    pub fn stat(&self, s: Stat) -> u64 {
+        self.stats[s as usize]
+    }
+
+    fn count(&mut self, s: Stat) {
+        self.stats[s as usize] += 1;
+    }
+
+    /// Accounts one frame to its flow; pushes the notices the kernel would have sent.
+    pub fn frame(
+        &mut self,
+        frame: &Frame<'_>,
+        table: &mut HashMap<FlowKey, FlowState>,
+        notices: &mut Vec<FlowNotice>,
+    ) {
+        self.count(Stat::Packets);
+        let mut p = Parsed::default();
+        match parse_frame(frame, &mut p) {
+            Ok(()) => track(frame, &p, table, notices),
+            Err(Skip::NonIp) => self.count(Stat::NonIp),
+            Err(Skip::Fragment) => self.count(Stat::Fragments),
+            Err(Skip::OtherTransport) => self.count(Stat::OtherTransport),
+            Err(Skip::Malformed) => self.count(Stat::Malformed),
+        }
+    }
+}
+
+fn parse_frame(frame: &Frame<'_>, out: &mut Parsed) -> Result<(), Skip> {
+    let data = frame.data;
+    let (start, end, len) = (
+        data.as_ptr() as usize,
+        data.as_ptr() as usize + data.len(),
+        data.len() as u32,
+    );
+    let be16 = |at: usize| {
+        data.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(Skip::Malformed)
+    };
+    let (ethertype, l3) = match frame.link {
+        // SAFETY: [start, end) is `data`, borrowed for the whole call.
+        Link::Ethernet => return unsafe { parse_ethernet(start, end, len, out) },
+        Link::Ip => match data.first().map(|b| b >> 4) {
+            Some(4) => (ETH_P_IP, 0),
+            Some(6) => (ETH_P_IPV6, 0),
+            _ => return Err(Skip::NonIp),
+        },
+        Link::Sll => (be16(14)?, 16),
+        Link::Sll2 => (be16(0)?, 20),
+        Link::Null | Link::Loop => {
+            let af = data.get(..4).ok_or(Skip::Malformed)?;
+            // The family is in the capturing host's byte order (NULL) or network order (LOOP):
+            // accept either. AF_INET is 2 everywhere; AF_INET6 is 10, 24, 28 or 30 by OS.
+            let v = if af[0] != 0 { af[0] } else { af[3] };
+            match v {
+                2 => (ETH_P_IP, 4),
+                10 | 24 | 28 | 30 => (ETH_P_IPV6, 4),
+                _ => return Err(Skip::NonIp),
+            }
+        }
+        Link::Unsupported(_) => return Err(Skip::NonIp),
+    };
+    // SAFETY: as above.
+    unsafe { parse_l3(ethertype, start, end, l3, len, out) }
+}
+
+/// The kernel's `track`, single-threaded: same counters, flags and classification steps.
+fn track(
+    frame: &Frame<'_>,
+    p: &Parsed,
+    table: &mut HashMap<FlowKey, FlowState>,
+    notices: &mut Vec<FlowNotice>,
+) {
+    let now = frame.ts_ns;
+    let side = usize::from(p.side & 1);
+    let state = table.entry(p.key).or_insert_with(|| FlowState {
+        first_ns: now,
+        client_side: client_side(p.side, p.tcp_flags, p.sport, p.dport),
+        ..FlowState::default()
+    });
+    state.packets[side] += 1;
+    state.bytes[side] += u64::from(p.ip_len);
+    state.last_ns = state.last_ns.max(now);
+    if let Some(tcp) = p.tcp_flags {
+        let bits = tcp_flag_bits(p.side, tcp);
+        let new = bits & !state.flags;
+        state.flags |= bits;
+        if new & FLOW_CLOSING != 0 {
+            notices.push(notice(KIND_CLOSE, p, state, now));
+        }
+    }
+    let flags = state.flags;
+    if p.payload_len == 0 || flags & FLOW_VERDICT != 0 {
+        return;
+    }
+    let sent = state.payload_packets[side].saturating_add(1);
+    state.payload_packets[side] = sent;
+    let verdict = match payload_step(flags, p.side, sent) {
+        PayloadStep::Wait => None,
+        PayloadStep::GiveUp => Some(Verdict::UNKNOWN),
+        PayloadStep::Classify => {
+            let (mine, theirs) = classified_bits(p.side);
+            state.flags |= mine;
+            let off = p.payload_off as usize;
+            let n = (p.payload_len as usize).min(CLASSIFY_WINDOW);
+            let window = frame.data.get(off..off + n).unwrap_or(&[]);
+            conclude(classify_payload(window), flags & theirs != 0)
+        }
+    };
+    if let Some(v) = verdict {
+        state.protocol = v.protocol as u8;
+        state.encryption = v.encryption as u8;
+        state.verdict_ns = now;
+        state.flags |= FLOW_VERDICT;
+        notices.push(notice(KIND_VERDICT, p, state, now));
+    }
+}
+
+fn notice(kind: u8, p: &Parsed, state: &FlowState, ts_ns: u64) -> FlowNotice {
+    FlowNotice {
+        kind,
+        hook: 0,
+        side: p.side,
+        protocol: state.protocol,
+        encryption: state.encryption,
+        client_side: state.client_side,
+        _pad: [0; 2],
+        ifindex: 0,
+        _pad2: 0,
+        ts_ns,
+        key: p.key,
+    }
+}
+
+/// Flow verdict counts per protocol, for the text-mode summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub captures: u64,
+    pub frames: u64,
+    /// protocol -> (plaintext, encrypted, unknown)
+    pub by_protocol: BTreeMap<&'static str, [u64; 3]>,
+}
+
+impl Summary {
+    fn add(&mut self, e: &Event) {
+        if let Event::Flow(f) = e
+            && f.event == "flow"
+        {
+            let slot = match f.encryption {
+                "plaintext" => 0,
+                "encrypted" => 1,
+                _ => 2,
+            };
+            self.by_protocol.entry(f.protocol).or_default()[slot] += 1;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let flows: u64 = self.by_protocol.values().flatten().sum();
+        let mut s = format!(
+            "summary: {flows} flows, {} frames, {} capture(s)\n  {:<10} {:>7} {:>10} {:>10} {:>8}\n",
+            self.frames, self.captures, "protocol", "flows", "plaintext", "encrypted", "unknown"
+        );
+        for (proto, [p, e, u]) in &self.by_protocol {
+            s.push_str(&format!(
+                "  {proto:<10} {:>7} {p:>10} {e:>10} {u:>8}\n",
+                p + e + u
+            ));
+        }
+        s
+    }
+}
+
+/// Analyses each capture in turn, writing events as it goes.
+pub fn analyze<W: Write>(
+    files: &[PathBuf],
+    idle_timeout: Duration,
+    format: OutputFormat,
+    writer: W,
+) -> Result<Summary, AnalyzeError> {
+    let mut out = Output::new(format, writer);
+    let mut summary = Summary::default();
+    let timeouts = Timeouts {
+        idle_ns: idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+        linger_ns: CLOSE_LINGER_NS,
+    };
+    for path in files {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name);
+        let mut engine = Engine::default();
+        let (mut notices, mut events) = (Vec::new(), Vec::new());
+        let mut next_tick = 0u64;
+        let mut write_error = None;
+        let stats = read_capture(path, |frame| {
+            engine.frame(frame, tracker.table_mut(), &mut notices);
+            for n in notices.drain(..) {
+                tracker.on_notice(&n, frame.ts_ns, &mut events);
+            }
+            if frame.ts_ns >= next_tick {
+                tracker.end_closed(frame.ts_ns, &mut events);
+                tracker.sweep(frame.ts_ns, &mut events);
+                next_tick = frame.ts_ns.saturating_add(TICK_NS);
+            }
+            for e in events.drain(..) {
+                summary.add(&e);
+                if let Err(err) = out.write(&e) {
+                    write_error.get_or_insert(err);
+                }
+            }
+        })?;
+        tracker.finish_all(EndOfInput::CaptureEnd, &mut events);
+        for e in events.drain(..) {
+            summary.add(&e);
+            out.write(&e).map_err(AnalyzeError::Output)?;
+        }
+        if let Some(err) = write_error {
+            return Err(AnalyzeError::Output(err));
+        }
+        if stats.truncated {
+            warn!(capture = %path.display(), frames = stats.frames, "capture ends inside a packet; analysed everything before it");
+        }
+        if stats.unsupported > 0 {
+            warn!(capture = %path.display(), frames = stats.unsupported, "frames on link types sealwatch cannot parse were skipped");
+        }
+        if engine.stat(Stat::Malformed) > 0 {
+            warn!(capture = %path.display(), frames = engine.stat(Stat::Malformed), "malformed frames skipped");
+        }
+        summary.captures += 1;
+        summary.frames += stats.frames;
+    }
+    Ok(summary)
+}

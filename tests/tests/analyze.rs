@@ -1,0 +1,331 @@
+//! `sealwatch analyze` on capture files: real captures from ../shared/corpus, captures written
+//! here to cover link types and timestamp formats, and bad input.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "tests panic with a message"
+)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use etherparse::PacketBuilder;
+use sealwatch_tests::agent_binary;
+use serde_json::Value;
+
+fn corpus(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/pcaps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} missing: the corpus lives in ../shared beside the repository",
+        p.display()
+    );
+    p
+}
+
+fn analyze(files: &[&Path]) -> (Output, Vec<Value>) {
+    let out = Command::new(agent_binary())
+        .args(["analyze", "--output", "json"])
+        .args(files)
+        .output()
+        .expect("run sealwatch analyze");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out, events)
+}
+
+/// A file path in the temp dir, removed when dropped (also when the test fails).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    Scratch(std::env::temp_dir().join(format!("sealwatch-analyze-{}-{name}", std::process::id())))
+}
+
+#[test]
+fn http_capture_gives_the_events_run_would() {
+    let (out, events) = analyze(&[&corpus("http-crash-content-disposition.pcap")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (flow, end) = (&events[0], &events[1]);
+    assert_eq!(flow["event"], "flow");
+    assert_eq!(flow["time"], "2017-04-18T12:26:05.809Z");
+    assert_eq!(flow["client.address"], "192.168.0.103");
+    assert_eq!(flow["client.port"], 51171);
+    assert_eq!(flow["server.address"], "174.129.0.10");
+    assert_eq!(flow["server.port"], 80);
+    assert_eq!(flow["network.transport"], "tcp");
+    assert_eq!(flow["network.protocol.name"], "http");
+    assert_eq!(flow["sealwatch.encryption"], "plaintext");
+    assert_eq!(flow["sealwatch.action"], "alert");
+    assert_eq!(flow["interface"], "http-crash-content-disposition.pcap");
+    assert_eq!(end["event"], "flow.end");
+    assert_eq!(end["sealwatch.end_reason"], "capture_end");
+    assert_eq!(end["sealwatch.client.bytes"], 691);
+    assert_eq!(end["sealwatch.server.bytes"], 2637);
+    assert_eq!(
+        (
+            end["sealwatch.client.packets"].as_u64(),
+            end["sealwatch.server.packets"].as_u64()
+        ),
+        (Some(4), Some(5))
+    );
+}
+
+#[test]
+fn several_captures_in_one_run() {
+    let (out, events) = analyze(&[
+        &corpus("443-curl.pcap"),
+        &corpus("http-crash-content-disposition.pcap"),
+    ]);
+    assert!(out.status.success());
+    let verdicts: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "flow")
+        .map(|e| {
+            (
+                e["interface"].as_str().unwrap(),
+                e["network.protocol.name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("443-curl.pcap", "tls"),
+            ("http-crash-content-disposition.pcap", "http")
+        ]
+    );
+}
+
+#[test]
+fn bad_captures_exit_2_with_a_reason() {
+    let empty = scratch("empty.pcap");
+    std::fs::write(&*empty, b"").unwrap();
+    let junk = scratch("junk.pcap");
+    std::fs::write(&*junk, b"this is a text file, not a capture\n".repeat(50)).unwrap();
+    let missing = scratch("missing.pcap");
+    for (file, reason) in [
+        (&empty, "is empty"),
+        (&junk, "is not a pcap or pcapng capture"),
+        (&missing, "cannot open"),
+    ] {
+        let (out, events) = analyze(&[file]);
+        assert_eq!(out.status.code(), Some(2), "{}", file.display());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(reason),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(events.is_empty());
+    }
+}
+
+#[test]
+fn truncated_capture_reports_what_was_read_and_warns() {
+    let whole = std::fs::read(corpus("443-curl.pcap")).unwrap();
+    let cut = scratch("cut.pcap");
+    std::fs::write(&*cut, &whole[..whole.len() - 700]).unwrap();
+    let (out, events) = analyze(&[&cut]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("capture ends inside a packet"));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["network.protocol.name"] == "tls")
+            .count(),
+        2,
+        "flow and flow.end"
+    );
+}
+
+/// IPv4 TCP packet without a link layer.
+fn ip_packet(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1, 1000);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'P' => b.psh(),
+            'F' => b.fin(),
+            _ => b,
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+const C: [u8; 4] = [10, 1, 0, 2];
+const S: [u8; 4] = [10, 1, 0, 1];
+
+fn conversation() -> Vec<Vec<u8>> {
+    vec![
+        ip_packet(C, 40000, S, 22, "S", b""),
+        ip_packet(S, 22, C, 40000, "SA", b""),
+        ip_packet(
+            S,
+            22,
+            C,
+            40000,
+            "PA",
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n",
+        ),
+        ip_packet(
+            C,
+            40000,
+            S,
+            22,
+            "PA",
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n",
+        ),
+    ]
+}
+
+fn legacy_pcap(linktype: u32, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    for v in [
+        0xa1b2_c3d4u32.to_le_bytes(),
+        [2, 0, 4, 0],
+        [0; 4],
+        [0; 4],
+        65535u32.to_le_bytes(),
+        linktype.to_le_bytes(),
+    ] {
+        f.extend_from_slice(&v);
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let len = frame.len() as u32;
+        for v in [
+            1_700_000_000u32.to_le_bytes(),
+            (i as u32 * 1000).to_le_bytes(),
+            len.to_le_bytes(),
+            len.to_le_bytes(),
+        ] {
+            f.extend_from_slice(&v);
+        }
+        f.extend_from_slice(frame);
+    }
+    f
+}
+
+#[test]
+fn linux_cooked_and_raw_ip_captures() {
+    // SLL: 16-byte header, protocol (0x0800) in its last two bytes.
+    let sll: Vec<Vec<u8>> = conversation()
+        .into_iter()
+        .map(|p| {
+            let mut h = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+            h.extend_from_slice(&p);
+            h
+        })
+        .collect();
+    for (name, bytes) in [
+        ("sll.pcap", legacy_pcap(113, &sll)),
+        ("raw.pcap", legacy_pcap(101, &conversation())),
+    ] {
+        let path = scratch(name);
+        std::fs::write(&*path, bytes).unwrap();
+        let (out, events) = analyze(&[&path]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let flow = events
+            .iter()
+            .find(|e| e["event"] == "flow")
+            .unwrap_or_else(|| panic!("{name}: {events:?}"));
+        assert_eq!(flow["network.protocol.name"], "ssh", "{name}");
+        assert_eq!(
+            flow["client.port"], 40000,
+            "{name}: the SYN sender is the client"
+        );
+        assert_eq!(
+            flow["time"], "2023-11-14T22:13:20.002Z",
+            "{name}: verdict on the third frame"
+        );
+    }
+}
+
+#[test]
+fn pcapng_with_nanosecond_timestamps() {
+    let block = |kind: u32, body: &[u8]| {
+        let len = (12 + body.len().div_ceil(4) * 4) as u32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&kind.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(len as usize - 4, 0);
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    let mut file = block(
+        0x0A0D_0D0A,
+        &[
+            0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
+    // IDB: raw IP (101), snaplen, if_tsresol = 9 (nanoseconds), end of options.
+    file.extend(block(
+        1,
+        &[
+            101, 0, 0, 0, 0xff, 0xff, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    ));
+    let base: u64 = 1_700_000_000_123_456_789;
+    for (i, p) in conversation().iter().enumerate() {
+        let ts = base + i as u64;
+        let mut body = Vec::new();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ts as u32).to_le_bytes());
+        body.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        body.extend_from_slice(p);
+        file.extend(block(6, &body));
+    }
+    let path = scratch("ns.pcapng");
+    std::fs::write(&*path, file).unwrap();
+    let (out, events) = analyze(&[&path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flow = events
+        .iter()
+        .find(|e| e["event"] == "flow")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(flow["network.protocol.name"], "ssh");
+    assert_eq!(flow["time"], "2023-11-14T22:13:20.123Z");
+}
