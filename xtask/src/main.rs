@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own setup, build, test and demo, runnable on a fresh Debian 12
 //! machine as root.
 
+mod corpus;
 mod demo;
 mod setup;
 
@@ -32,6 +33,13 @@ enum Task {
     /// Set up, build, start a namespace lab with real servers and clients, and show the agent's
     /// verdicts.
     Demo,
+    /// Build, run `sealwatch analyze` over ../shared/corpus, and print accuracy per family.
+    Corpus {
+        /// Fail when the encryption verdict is right for fewer than this percent of labelled
+        /// flows, or when any plaintext flow is called encrypted.
+        #[arg(long)]
+        min_accuracy: Option<f64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +53,15 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup::run()?;
             test()
+        }
+        Task::Corpus { min_accuracy } => {
+            setup::run()?;
+            build()?;
+            corpus::run(
+                &agent_binary(),
+                &workspace_root().join("../shared/corpus"),
+                min_accuracy,
+            )
         }
         Task::Demo => {
             setup::run()?;
