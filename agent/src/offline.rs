@@ -9,8 +9,8 @@ use sealwatch_common::{
     CLASSIFY_WINDOW, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits, client_side,
-        conclude, payload_step, tcp_flag_bits,
+        FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits,
+        classify_context, client_side, conclude, payload_step, tcp_flag_bits,
     },
     net::{ETH_P_IP, ETH_P_IPV6},
     parse::{Parsed, Skip, parse_ethernet, parse_l3},
@@ -148,10 +148,15 @@ fn track(
         PayloadStep::Classify => {
             let (mine, theirs) = classified_bits(p.side);
             state.flags |= mine;
+            // The kernel's window exactly: the first bytes, zero-padded to CLASSIFY_WINDOW.
             let off = p.payload_off as usize;
             let n = (p.payload_len as usize).min(CLASSIFY_WINDOW);
-            let window = frame.data.get(off..off + n).unwrap_or(&[]);
-            conclude(classify_payload(window), flags & theirs != 0)
+            let mut window = [0u8; CLASSIFY_WINDOW];
+            if let Some(bytes) = frame.data.get(off..off + n) {
+                window[..n].copy_from_slice(bytes);
+            }
+            let ctx = classify_context(flags, p.key.proto, p.payload_len);
+            conclude(classify_payload(&window, &ctx), flags & theirs != 0)
         }
     };
     if let Some(v) = verdict {

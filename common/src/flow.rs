@@ -199,6 +199,18 @@ pub fn tcp_flag_bits(side: Side, tcp_flags: u8) -> u64 {
     bits
 }
 
+/// The classifier's context for a payload packet of this flow: whether its start was seen
+/// (a SYN from either side; UDP flows have no start to miss) decides how much TLS evidence counts.
+#[inline(always)]
+pub fn classify_context(flags: u64, proto: u8, payload_len: u32) -> crate::classify::Context {
+    let syn = u64::from(TCP_SYN) | (u64::from(TCP_SYN) << FLAGS_SIDE_SHIFT);
+    crate::classify::Context {
+        transport: proto,
+        payload_len,
+        start_seen: proto != crate::net::IPPROTO_TCP || flags & syn != 0,
+    }
+}
+
 /// Decides which side opened a flow from its first observed packet. A SYN says it outright;
 /// without one (the agent started mid-connection, or UDP) a service port on one end and a client
 /// port on the other decides; failing that, the first sender is the client.
@@ -322,6 +334,16 @@ mod tests {
         assert_eq!(conclude(http, false), Some(http));
         assert_eq!(conclude(Verdict::UNKNOWN, false), None);
         assert_eq!(conclude(Verdict::UNKNOWN, true), Some(Verdict::UNKNOWN));
+    }
+
+    #[test]
+    fn start_is_seen_with_a_syn_or_for_udp() {
+        use crate::net::IPPROTO_UDP;
+        assert!(
+            classify_context(u64::from(TCP_SYN) << FLAGS_SIDE_SHIFT, IPPROTO_TCP, 10).start_seen
+        );
+        assert!(!classify_context(u64::from(TCP_ACK), IPPROTO_TCP, 10).start_seen);
+        assert!(classify_context(0, IPPROTO_UDP, 10).start_seen);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use sealwatch_common::{
     CLASSIFY_WINDOW, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, client_side, conclude,
-        payload_step, tcp_flag_bits,
+        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
+        client_side, conclude, payload_step, tcp_flag_bits,
     },
     stats::Stat,
 };
@@ -139,7 +139,10 @@ fn classify<P: Packet>(
     if n == 0 || pkt.load_bytes(p.payload_off, window.as_mut_ptr() as *mut c_void, n) != 0 {
         return Err(Stat::LoadBytesFailed);
     }
-    let verdict = classify_payload(window.get(..n as usize).unwrap_or(&[]));
+    let ctx = classify_context(flags, p.key.proto, p.payload_len);
+    // The whole zero-padded window, not a slice of it: a constant length lets LLVM drop every
+    // bounds check, where a variable one makes the verifier walk each detector per length.
+    let verdict = classify_payload(&window, &ctx);
     debug!(
         pkt,
         "first payload of side {}: {} bytes, protocol {}",

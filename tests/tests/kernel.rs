@@ -429,3 +429,65 @@ fn skipped_packets_are_counted_not_tracked() {
     let st = k.flow(&key).expect("flow behind two extension headers");
     assert_eq!(st.payload_packets.iter().sum::<u8>(), 1);
 }
+
+#[test]
+fn dns_query_over_udp_is_plaintext_dns() {
+    if !require_root("dns_query_over_udp_is_plaintext_dns") {
+        return;
+    }
+    let mut k = Kernel::load();
+    // `AAAA? www.example.com.` as a Linux resolver sends it.
+    let query: Vec<u8> = (0..33)
+        .map(|i| {
+            u8::from_str_radix(
+                &"bc1f0100000100000000000003777777076578616d706c6503636f6d00001c0001"
+                    [2 * i..2 * i + 2],
+                16,
+            )
+            .expect("hex")
+        })
+        .collect();
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT.octets(), SERVER.octets(), 64)
+        .udp(53000, 53)
+        .write(&mut pkt, &query)
+        .expect("build");
+    k.run("tc_egress", &pkt);
+    let (key, _) = key4(IPPROTO_UDP, (CLIENT, 53000), (SERVER, 53));
+    let st = k.flow(&key).expect("flow");
+    assert_eq!(
+        (
+            Protocol::from_u8(st.protocol),
+            Encryption::from_u8(st.encryption)
+        ),
+        (Protocol::Dns, Encryption::Plaintext)
+    );
+}
+
+#[test]
+fn tls_records_count_only_when_the_handshake_was_missed() {
+    if !require_root("tls_records_count_only_when_the_handshake_was_missed") {
+        return;
+    }
+    let mut k = Kernel::load();
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    record.extend_from_slice(&[0x5a; 64]);
+    // Picked up mid-stream: application data is all there is to see.
+    let mid = ((CLIENT, 40100), (SERVER, 443));
+    k.run("tc_ingress", &tcp4(mid.0, mid.1, "PA", &record));
+    let st = k.flow(&key4(IPPROTO_TCP, mid.0, mid.1).0).expect("flow");
+    assert_eq!(Protocol::from_u8(st.protocol), Protocol::Tls);
+    // Seen from its SYN: a record header with no handshake before it proves nothing.
+    let fresh = ((CLIENT, 40101), (SERVER, 443));
+    k.run("tc_ingress", &tcp4(fresh.0, fresh.1, "S", b""));
+    k.run("tc_ingress", &tcp4(fresh.0, fresh.1, "PA", &record));
+    let st = k
+        .flow(&key4(IPPROTO_TCP, fresh.0, fresh.1).0)
+        .expect("flow");
+    assert_eq!(
+        st.flags & FLOW_VERDICT,
+        0,
+        "still unknown, waiting for the server"
+    );
+}

@@ -5,6 +5,7 @@ use super::{Encryption, Protocol, Verdict, has_prefix};
 
 const HTTP: Verdict = Verdict::new(Protocol::Http, Encryption::Plaintext);
 
+#[inline(always)]
 pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
     if let Some(target_at) = method_len(w) {
         // origin-form "/x", asterisk-form "*", absolute-form "http://", authority-form "host:443"

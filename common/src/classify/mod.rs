@@ -19,9 +19,17 @@
     )
 )]
 
+mod dns;
+mod dtls;
 mod http;
+mod ike;
+mod quic;
+mod ssdp;
 mod ssh;
 mod tls;
+mod wireguard;
+
+use crate::net::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// Protocol family of a flow; the `u8` value is what the flow table stores.
 #[repr(u8)]
@@ -31,15 +39,27 @@ pub enum Protocol {
     Tls = 1,
     Ssh = 2,
     Http = 3,
+    Dns = 4,
+    Quic = 5,
+    Dtls = 6,
+    Ike = 7,
+    Wireguard = 8,
+    Ssdp = 9,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 10] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
         Protocol::Http,
+        Protocol::Dns,
+        Protocol::Quic,
+        Protocol::Dtls,
+        Protocol::Ike,
+        Protocol::Wireguard,
+        Protocol::Ssdp,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -49,6 +69,12 @@ impl Protocol {
             Protocol::Tls => "tls",
             Protocol::Ssh => "ssh",
             Protocol::Http => "http",
+            Protocol::Dns => "dns",
+            Protocol::Quic => "quic",
+            Protocol::Dtls => "dtls",
+            Protocol::Ike => "ike",
+            Protocol::Wireguard => "wireguard",
+            Protocol::Ssdp => "ssdp",
         }
     }
 
@@ -57,6 +83,12 @@ impl Protocol {
             1 => Protocol::Tls,
             2 => Protocol::Ssh,
             3 => Protocol::Http,
+            4 => Protocol::Dns,
+            5 => Protocol::Quic,
+            6 => Protocol::Dtls,
+            7 => Protocol::Ike,
+            8 => Protocol::Wireguard,
+            9 => Protocol::Ssdp,
             _ => Protocol::Unknown,
         }
     }
@@ -112,21 +144,97 @@ impl Verdict {
     }
 }
 
-/// Classifies the first payload bytes of one direction of a flow. `window` may be a prefix of
-/// the payload (the kernel passes at most [`crate::CLASSIFY_WINDOW`] bytes); detectors only need
-/// their protocol's opening bytes.
-#[inline(always)]
-pub fn classify_payload(window: &[u8]) -> Verdict {
-    if let Some(v) = tls::detect(window) {
-        return v;
+/// What the classifier knows about the packet besides its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// IP protocol number (TCP or UDP).
+    pub transport: u8,
+    /// The packet's whole L4 payload length (the window may be shorter).
+    pub payload_len: u32,
+    /// The flow was seen from its start (a SYN, or any UDP flow). When it was not, a TLS
+    /// record header alone is accepted: the handshake happened before we looked.
+    pub start_seen: bool,
+}
+
+impl Context {
+    pub const fn tcp(payload_len: u32, start_seen: bool) -> Context {
+        Context {
+            transport: IPPROTO_TCP,
+            payload_len,
+            start_seen,
+        }
     }
-    if let Some(v) = ssh::detect(window) {
-        return v;
+
+    pub const fn udp(payload_len: u32) -> Context {
+        Context {
+            transport: IPPROTO_UDP,
+            payload_len,
+            start_seen: true,
+        }
+    }
+
+    pub const fn is_udp(&self) -> bool {
+        self.transport == IPPROTO_UDP
+    }
+}
+
+/// Classifies the first payload bytes of one direction of a flow. `window` may be a prefix of
+/// the payload and may be zero-padded past it (the kernel passes exactly
+/// [`crate::CLASSIFY_WINDOW`] bytes); `ctx.payload_len` says how many bytes are real, and
+/// detectors whose structure zeros could imitate check it.
+#[inline(always)]
+pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
+    if ctx.payload_len == 0 {
+        return Verdict::UNKNOWN;
+    }
+    if ctx.is_udp() {
+        if let Some(v) = quic::detect(window, ctx) {
+            return v;
+        }
+        if let Some(v) = dtls::detect(window, ctx) {
+            return v;
+        }
+        if let Some(v) = ike::detect(window, ctx) {
+            return v;
+        }
+        if let Some(v) = wireguard::detect(window, ctx) {
+            return v;
+        }
+        if let Some(v) = ssdp::detect(window) {
+            return v;
+        }
+    } else {
+        if let Some(v) = tls::detect(window, ctx) {
+            return v;
+        }
+        if let Some(v) = ssh::detect(window) {
+            return v;
+        }
     }
     if let Some(v) = http::detect(window) {
         return v;
     }
+    if let Some(v) = dns::detect(window, ctx) {
+        return v;
+    }
     Verdict::UNKNOWN
+}
+
+/// Big-endian u16 at `at`, if the window holds it.
+#[inline(always)]
+pub(crate) fn be16(w: &[u8], at: usize) -> Option<u16> {
+    match (w.get(at), w.get(at.wrapping_add(1))) {
+        (Some(&a), Some(&b)) => Some(u16::from_be_bytes([a, b])),
+        _ => None,
+    }
+}
+
+/// Big-endian u32 at `at`, if the window holds it.
+#[inline(always)]
+pub(crate) fn be32(w: &[u8], at: usize) -> Option<u32> {
+    let hi = be16(w, at)?;
+    let lo = be16(w, at.wrapping_add(2))?;
+    Some((u32::from(hi) << 16) | u32::from(lo))
 }
 
 /// `window` starts with `prefix`. A hand-written loop because slice equality lowers to `bcmp`,
@@ -180,11 +288,15 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_and_random_payloads_are_unknown() {
-        assert_eq!(classify_payload(b""), Verdict::UNKNOWN);
-        assert_eq!(
-            classify_payload(&[0x8f, 0x11, 0xe2, 0x00, 0x7a, 0x33, 0x90]),
-            Verdict::UNKNOWN
-        );
-        assert_eq!(classify_payload(b"hello there\n"), Verdict::UNKNOWN);
+        let noise = [0x8f, 0x11, 0xe2, 0x00, 0x7a, 0x33, 0x90];
+        for ctx in [
+            Context::tcp(7, true),
+            Context::tcp(7, false),
+            Context::udp(7),
+        ] {
+            assert_eq!(classify_payload(b"", &ctx), Verdict::UNKNOWN);
+            assert_eq!(classify_payload(&noise, &ctx), Verdict::UNKNOWN);
+            assert_eq!(classify_payload(b"hello there\n", &ctx), Verdict::UNKNOWN);
+        }
     }
 }

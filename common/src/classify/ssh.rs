@@ -3,6 +3,7 @@
 
 use super::{Encryption, Protocol, Verdict, has_prefix};
 
+#[inline(always)]
 pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
     let versioned =
         has_prefix(w, b"SSH-2.0-") || has_prefix(w, b"SSH-1.99-") || has_prefix(w, b"SSH-1.5-");

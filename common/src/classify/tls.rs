@@ -1,11 +1,12 @@
 //! TLS (and SSL 3.0) handshakes: a handshake record (content type 22, version 3.x, plausible
 //! length) carrying a ClientHello or ServerHello whose body starts with a 3.x version.
 //!
-//! Only hellos count: a bare record header is five easy bytes to fake, a hello with consistent
-//! lengths and versions is not. Flows picked up mid-stream (application-data records only) stay
-//! `unknown` here; user space can still judge them from later samples.
+//! On a flow seen from its SYN only hellos count: a bare record header is five easy bytes to fake,
+//! a hello with consistent lengths and versions is not. On a flow picked up mid-stream the
+//! handshake is already over, so a record header (change-cipher-spec, alert, handshake or
+//! application data, TLS 1.0-1.3) whose length fits the packet is accepted too.
 
-use super::{Encryption, Protocol, Verdict};
+use super::{Context, Encryption, Protocol, Verdict};
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
@@ -20,7 +21,30 @@ const MIN_HELLO_RECORD_LEN: u16 = 4 + MIN_HELLO_LEN as u16;
 /// Record length limit: 2^14 plaintext plus the 2048 bytes RFC 8446 allows for expansion.
 const MAX_RECORD_LEN: u16 = (1 << 14) + 2048;
 
-pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
+const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
+const CONTENT_APPLICATION_DATA: u8 = 23;
+
+#[inline(always)]
+pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
+    hello(w).or_else(|| if ctx.start_seen { None } else { record(w) })
+}
+
+/// A record header alone, for flows whose handshake we did not see.
+#[inline(always)]
+fn record(w: &[u8]) -> Option<Verdict> {
+    let &[content, 3, minor @ 1..=4, len_hi, len_lo, ..] = w else {
+        return None;
+    };
+    // The length is not checked against the packet: a record may span segments, or share one.
+    let len = u16::from_be_bytes([len_hi, len_lo]);
+    let plausible = (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_APPLICATION_DATA).contains(&content)
+        && minor <= MAX_MINOR
+        && (1..=MAX_RECORD_LEN).contains(&len);
+    plausible.then_some(Verdict::new(Protocol::Tls, Encryption::Encrypted))
+}
+
+#[inline(always)]
+fn hello(w: &[u8]) -> Option<Verdict> {
     let &[
         CONTENT_HANDSHAKE,
         3,
@@ -53,6 +77,9 @@ mod tests {
     use super::*;
     use crate::classify::{classify_payload, tests::hex};
 
+    const FROM_SYN: Context = Context::tcp(517, true);
+    const MID_STREAM: Context = Context::tcp(517, false);
+
     const TLS: Option<Verdict> = Some(Verdict::new(Protocol::Tls, Encryption::Encrypted));
 
     /// curl 7.88 / OpenSSL 3.0 ClientHello (TLS 1.3 offer), first 48 bytes.
@@ -71,33 +98,58 @@ mod tests {
             TLS12_CLIENT_HELLO,
             TLS12_SERVER_HELLO,
         ] {
-            assert_eq!(detect(&hex(h)), TLS, "{h}");
-            assert_eq!(classify_payload(&hex(h)), TLS.unwrap_or(Verdict::UNKNOWN));
+            assert_eq!(detect(&hex(h), &FROM_SYN), TLS, "{h}");
+            assert_eq!(
+                classify_payload(&hex(h), &FROM_SYN),
+                TLS.unwrap_or(Verdict::UNKNOWN)
+            );
         }
     }
 
     #[test]
     fn eleven_bytes_are_enough_and_ten_are_not() {
         let hello = hex(CURL_CLIENT_HELLO);
-        assert_eq!(detect(&hello[..11]), TLS);
-        assert_eq!(detect(&hello[..10]), None);
+        assert_eq!(detect(&hello[..11], &FROM_SYN), TLS);
+        assert_eq!(detect(&hello[..10], &FROM_SYN), None);
     }
 
     #[test]
     fn bare_record_headers_and_bad_fields_are_rejected() {
-        // Application data record: could be anything behind a fake header.
-        assert_eq!(detect(&hex("1703030040aabbccddeeff00112233")), None);
+        // Application data record on a flow seen from its SYN: could be anything behind a fake header.
+        assert_eq!(
+            detect(
+                &hex("1703030040aabbccddeeff00112233"),
+                &Context::tcp(69, true)
+            ),
+            None
+        );
         let mut hello = hex(CURL_CLIENT_HELLO);
         hello[2] = 9; // record version 3.9
-        assert_eq!(detect(&hello), None);
+        assert_eq!(detect(&hello, &FROM_SYN), None);
         let mut hello = hex(CURL_CLIENT_HELLO);
         hello[5] = 11; // Certificate, not a hello
-        assert_eq!(detect(&hello), None);
+        assert_eq!(detect(&hello, &FROM_SYN), None);
         let mut hello = hex(CURL_CLIENT_HELLO);
         hello[3] = 0x60; // record longer than TLS allows
-        assert_eq!(detect(&hello), None);
+        assert_eq!(detect(&hello, &FROM_SYN), None);
         let mut hello = hex(CURL_CLIENT_HELLO);
         hello[9] = 0x7f; // hello body version is not 3.x
-        assert_eq!(detect(&hello), None);
+        assert_eq!(detect(&hello, &FROM_SYN), None);
+    }
+
+    #[test]
+    fn records_count_only_on_flows_picked_up_mid_stream() {
+        // TLS 1.2 application data, 64-byte record in a 69-byte segment.
+        let app = hex("1703030040aabbccddeeff00112233");
+        assert_eq!(detect(&app, &Context::tcp(69, false)), TLS);
+        assert_eq!(detect(&app, &Context::tcp(69, true)), None);
+        // An alert and a change-cipher-spec also start mid-stream segments.
+        assert_eq!(detect(&hex("15030300020230"), &Context::tcp(7, false)), TLS);
+        assert_eq!(detect(&hex("140303000101"), &Context::tcp(6, false)), TLS);
+        // Not TLS: SSL 3.0 records (no longer spoken), zero length, unknown content type.
+        assert_eq!(detect(&hex("1703000040aabb"), &MID_STREAM), None);
+        assert_eq!(detect(&hex("1703030000"), &MID_STREAM), None);
+        assert_eq!(detect(&hex("1803030040aabb"), &MID_STREAM), None);
+        assert_eq!(detect(b"GET / HTTP/1.1\r\n", &MID_STREAM), None);
     }
 }
