@@ -49,13 +49,17 @@ fn long_header(w: &[u8]) -> Option<Verdict> {
 
 #[inline(always)]
 fn known_version(v: u32) -> bool {
-    matches!(v,
-        0x0000_0001                 // v1
-        | 0x6b33_43cf               // v2
-        | 0x709a_50c4               // v2 draft
-        | 0xff00_0000..=0xff00_00ff // IETF drafts
-        | 0xface_b000..=0xface_b0ff // mvfst
-    )
+    // 0x?a?a?a?a: reserved to exercise version negotiation (RFC 9000 section 15); 0: a
+    // version negotiation packet.
+    v & 0x0f0f_0f0f == 0x0a0a_0a0a
+        || v == 0
+        || matches!(v,
+            0x0000_0001                 // v1
+            | 0x6b33_43cf               // v2
+            | 0x709a_50c4               // v2 draft
+            | 0xff00_0000..=0xff00_00ff // IETF drafts
+            | 0xface_b000..=0xface_b0ff // mvfst
+        )
 }
 
 /// `Q0nn` / `T0nn` in ASCII.
@@ -117,6 +121,13 @@ mod tests {
         // v1 Initial: 0xc3, version 1, 8-byte DCID, empty SCID, token length 0, length, ...
         let v1 = hex("c3000000010883947d0e2ffa6a8d0000449e7bd7cce1a3fa4b7c1d5ef1f37b8b17a4d3a6");
         assert_eq!(detect(&v1, &CTX), Some(QUIC));
+    }
+
+    #[test]
+    fn reserved_versions_force_negotiation() {
+        // Interop runner client offering 0x0a0a0a0a first.
+        let greased = hex("c60a0a0a0a08c18ef59ef8c3c544000044be009f20b0020a108cbd60f8a0d446");
+        assert_eq!(detect(&greased, &Context::udp(1232)), Some(QUIC));
     }
 
     #[test]
