@@ -30,8 +30,33 @@ pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
         }
         2
     };
-    (header_ok(w, start)? && question_ok(w, start))
-        .then_some(Verdict::new(Protocol::Dns, Encryption::Plaintext))
+    if !(header_ok(w, start)? && question_ok(w, start)) {
+        return None;
+    }
+    if dnscrypt_cert_query(w, start) {
+        return Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted));
+    }
+    Some(Verdict::new(Protocol::Dns, Encryption::Plaintext))
+}
+
+/// The question is `1.dnscrypt-cert.` or `2.dnscrypt-cert.` (any letter case: resolvers
+/// randomise it).
+#[inline(always)]
+fn dnscrypt_cert_query(m: &[u8], start: usize) -> bool {
+    const CERT_LABEL: &[u8; 14] = b"\x0ddnscrypt-cert";
+    let name = start.saturating_add(HEADER_LEN);
+    let version = (m.get(name), m.get(name.saturating_add(1)));
+    if !matches!(version, (Some(1), Some(b'1' | b'2'))) {
+        return false;
+    }
+    let label = name.saturating_add(2);
+    for (i, want) in CERT_LABEL.iter().enumerate() {
+        match m.get(label.saturating_add(i)) {
+            Some(b) if b.to_ascii_lowercase() == *want => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 #[inline(always)]
@@ -106,6 +131,31 @@ mod tests {
             detect(&hex(QUERY), &Context::tcp(33, true)),
             None,
             "no length prefix"
+        );
+    }
+
+    #[test]
+    fn dnscrypt_certificate_query() {
+        // dnscrypt-proxy asking for `2.dnscrypt-cert.ca-2` (TXT), 512-byte padded query.
+        let q = hex(
+            "7f470100000100000000000101320d646e7363727970742d6365727408646e7363727970740463612d32000010000100000000000000000001c6000c01c20000",
+        );
+        assert_eq!(
+            detect(&q, &Context::udp(512)),
+            Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted))
+        );
+        let mut upper = q.clone();
+        upper[15] = b'D';
+        assert_eq!(
+            detect(&upper, &Context::udp(512)),
+            Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted))
+        );
+        let mut other = q;
+        other[16] = b'x';
+        assert_eq!(
+            detect(&other, &Context::udp(512)),
+            DNS,
+            "any other name is plain DNS"
         );
     }
 

@@ -45,11 +45,12 @@ pub enum Protocol {
     Ike = 7,
     Wireguard = 8,
     Ssdp = 9,
+    Dnscrypt = 10,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 10] = [
+    pub const ALL: [Protocol; 11] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
@@ -60,6 +61,7 @@ impl Protocol {
         Protocol::Ike,
         Protocol::Wireguard,
         Protocol::Ssdp,
+        Protocol::Dnscrypt,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -75,6 +77,7 @@ impl Protocol {
             Protocol::Ike => "ike",
             Protocol::Wireguard => "wireguard",
             Protocol::Ssdp => "ssdp",
+            Protocol::Dnscrypt => "dnscrypt",
         }
     }
 
@@ -89,6 +92,7 @@ impl Protocol {
             7 => Protocol::Ike,
             8 => Protocol::Wireguard,
             9 => Protocol::Ssdp,
+            10 => Protocol::Dnscrypt,
             _ => Protocol::Unknown,
         }
     }
