@@ -7,7 +7,7 @@ use std::{
 };
 
 use sealwatch_common::{
-    Encryption, Protocol,
+    Encryption, Protocol, Verdict,
     flow::{CLIENT_UNKNOWN, FlowKey},
     net::{FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -97,6 +97,13 @@ pub struct FlowEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub encryption_status: Option<u8>,
+    /// No protocol named, but the payload is indistinguishable from random.
+    #[serde(
+        rename = "sealwatch.fully_encrypted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fully_encrypted: Option<bool>,
+
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
 }
@@ -120,6 +127,10 @@ impl FlowEvent {
             action: action.name(),
             interface,
             encryption_status: encryption_status(encryption),
+            fully_encrypted: Verdict::new(protocol, encryption)
+                .is_fully_encrypted()
+                .then_some(true),
+
             end: None,
         }
     }

@@ -9,9 +9,10 @@ use std::collections::{HashMap, hash_map::Entry};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sealwatch_common::{
-    Encryption, Protocol,
+    CLASSIFY_WINDOW, Context, Encryption, Protocol, Verdict,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT, PayloadSample},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
+    judge_unnamed,
     net::TCP_RST,
 };
 use tracing::{debug, warn};
@@ -78,6 +79,34 @@ struct Tracked {
     closing_since: Option<u64>,
     /// The table entry as of the last sweep, for flows evicted before they ended.
     last_seen: Option<FlowState>,
+    /// Each side's first payload window, kept until the flow is reported, to judge flows no
+    /// detector named.
+    first_payload: [Option<Box<FirstPayload>>; 2],
+    /// An `unknown` verdict waiting one tick for the other side's first payload, which the
+    /// kernel queues right after the notice.
+    pending: Option<FlowNotice>,
+    /// What was reported, for the flow's end (it may differ from the kernel's `unknown`).
+    verdict: Option<(Protocol, Encryption)>,
+}
+
+/// The first bytes of one side of a flow, as the kernel's classifier saw them.
+#[derive(Debug, Clone)]
+pub struct FirstPayload {
+    pub window: [u8; CLASSIFY_WINDOW],
+    /// Real bytes in `window`.
+    pub len: u32,
+}
+
+impl FirstPayload {
+    pub fn new(bytes: &[u8]) -> FirstPayload {
+        let len = bytes.len().min(CLASSIFY_WINDOW);
+        let mut window = [0u8; CLASSIFY_WINDOW];
+        window[..len].copy_from_slice(&bytes[..len]);
+        FirstPayload {
+            window,
+            len: len as u32,
+        }
+    }
 }
 
 /// Agent-side counters reported on exit.
@@ -109,6 +138,8 @@ pub struct FlowTracker<T> {
     time_base: TimeBase,
     timeouts: Timeouts,
     stats: TrackerStats,
+    /// Flows with a held-back `unknown` verdict.
+    pending: usize,
 }
 
 impl<T: FlowTable> FlowTracker<T> {
@@ -121,6 +152,7 @@ impl<T: FlowTable> FlowTracker<T> {
             time_base: TimeBase::Monotonic,
             timeouts,
             stats: TrackerStats::default(),
+            pending: 0,
         }
     }
 
@@ -153,17 +185,15 @@ impl<T: FlowTable> FlowTracker<T> {
         match n.kind {
             KIND_VERDICT => {
                 let tracked = self.flows.entry(n.key).or_default();
-                if tracked.reported {
+                if tracked.reported || tracked.pending.is_some() {
                     return;
                 }
-                tracked.reported = true;
-                self.stats.flows_reported += 1;
-                let verdict = (
-                    Protocol::from_u8(n.protocol),
-                    Encryption::from_u8(n.encryption),
-                );
-                let event = self.flow_event(&n.key, n.client_side, verdict, n.ifindex, n.ts_ns);
-                out.push(Event::Flow(event));
+                if Protocol::from_u8(n.protocol) == Protocol::Unknown {
+                    tracked.pending = Some(*n);
+                    self.pending += 1;
+                    return;
+                }
+                self.report(n, out);
             }
             KIND_CLOSE => {
                 self.flows
@@ -180,6 +210,76 @@ impl<T: FlowTable> FlowTracker<T> {
     pub fn on_sample(&mut self, s: &PayloadSample) {
         self.stats.samples += 1;
         self.stats.sample_bytes += u64::from(s.captured);
+        if s.offset == 0 {
+            let captured = (s.captured as usize).min(s.data.len());
+            self.on_first_payload(&s.key, s.side, FirstPayload::new(&s.data[..captured]));
+        }
+    }
+
+    /// Keeps a side's first payload window while the flow has not been reported.
+    pub fn on_first_payload(&mut self, key: &FlowKey, side: u8, first: FirstPayload) {
+        let tracked = self.flows.entry(*key).or_default();
+        if !tracked.reported {
+            tracked.first_payload[usize::from(side & 1)].get_or_insert_with(|| Box::new(first));
+        }
+    }
+
+    /// Reports the `unknown` verdicts held back for their second side's payload.
+    pub fn flush_pending(&mut self, out: &mut Vec<Event>) {
+        if self.pending == 0 {
+            return;
+        }
+        let held: Vec<FlowNotice> = self
+            .flows
+            .values_mut()
+            .filter_map(|t| t.pending.take())
+            .collect();
+        self.pending = 0;
+        for n in held {
+            self.report(&n, out);
+        }
+    }
+
+    fn report(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
+        let verdict = self.refine(
+            &n.key,
+            (
+                Protocol::from_u8(n.protocol),
+                Encryption::from_u8(n.encryption),
+            ),
+        );
+        let tracked = self.flows.entry(n.key).or_default();
+        tracked.reported = true;
+        tracked.verdict = Some(verdict);
+        tracked.first_payload = [None, None];
+        self.stats.flows_reported += 1;
+        let event = self.flow_event(&n.key, n.client_side, verdict, n.ifindex, n.ts_ns);
+        out.push(Event::Flow(event));
+    }
+
+    /// For a flow no detector named, the judgement of each side's first payload (plaintext on
+    /// either side wins; see `common::classify::randomness`).
+    fn refine(&self, key: &FlowKey, verdict: (Protocol, Encryption)) -> (Protocol, Encryption) {
+        if verdict.0 != Protocol::Unknown {
+            return verdict;
+        }
+        let Some(tracked) = self.flows.get(key) else {
+            return verdict;
+        };
+        let judged = tracked
+            .first_payload
+            .iter()
+            .flatten()
+            .map(|f| {
+                let ctx = Context {
+                    transport: key.proto,
+                    payload_len: f.len,
+                    start_seen: true,
+                };
+                judge_unnamed(&f.window, &ctx)
+            })
+            .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
+        (judged.protocol, judged.encryption)
     }
 
     /// Ends flows whose close has lingered long enough. Cheap: runs on every tick.
@@ -266,33 +366,34 @@ impl<T: FlowTable> FlowTracker<T> {
         reason: Reason,
         out: &mut Vec<Event>,
     ) {
-        let tracked = self.flows.remove(key).unwrap_or_default();
         let state = state.or_else(|| self.table.get(key));
         let reason = match (reason, &state) {
             (Reason::Closed, None) | (Reason::Idle, None) => Reason::Evicted,
             _ => reason,
         };
-        let Some(state) = state.or(tracked.last_seen) else {
+        let last_seen = self.flows.get(key).and_then(|t| t.last_seen);
+        let Some(state) = state.or(last_seen) else {
             // Never saw its totals: nothing we could say about bytes, but the verdict was told.
             debug!(?key, "flow gone before its totals were read");
+            self.forget(key);
             return;
         };
         self.table.remove(key);
-        let mut reported = tracked.reported;
-        // Payload but no verdict (one-way flows, a close before both sides spoke): report what
-        // the kernel concluded, which is `unknown` when it concluded nothing.
+        // Payload but no verdict (one-way flows, a close before both sides spoke), or a verdict
+        // still held back: report it now, judged from the first payloads we kept.
+        let reported = self.flows.get(key).is_some_and(|t| t.reported);
         if !reported && state.payload_packets.iter().any(|&n| n > 0) {
             self.report_from_state(key, &state, out);
-            reported = true;
         }
-        if !reported {
+        let tracked = self.forget(key);
+        if !tracked.reported {
             return;
         }
         if reason == Reason::Evicted {
             self.stats.flows_evicted += 1;
         }
         self.stats.flows_ended += 1;
-        let verdict = verdict_of(&state);
+        let verdict = tracked.verdict.unwrap_or_else(|| verdict_of(&state));
         let mut event = self.flow_event(
             key,
             state.client_side,
@@ -315,16 +416,41 @@ impl<T: FlowTable> FlowTracker<T> {
         out.push(Event::Flow(event));
     }
 
+    /// Drops what user space keeps of a flow, with its held-back verdict if any.
+    fn forget(&mut self, key: &FlowKey) -> Tracked {
+        let tracked = self.flows.remove(key).unwrap_or_default();
+        if tracked.pending.is_some() {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        tracked
+    }
+
     fn report_from_state(&mut self, key: &FlowKey, state: &FlowState, out: &mut Vec<Event>) {
-        self.flows.entry(*key).or_default().reported = true;
-        self.stats.flows_reported += 1;
         let at = if state.verdict_ns != 0 {
             state.verdict_ns
         } else {
             state.last_ns
         };
-        let event = self.flow_event(key, state.client_side, verdict_of(state), state.ifindex, at);
-        out.push(Event::Flow(event));
+        let (protocol, encryption) = verdict_of(state);
+        let notice = FlowNotice {
+            kind: KIND_VERDICT,
+            hook: 0,
+            side: 0,
+            protocol: protocol as u8,
+            encryption: encryption as u8,
+            client_side: state.client_side,
+            _pad: [0; 2],
+            ifindex: state.ifindex,
+            _pad2: 0,
+            ts_ns: at,
+            key: *key,
+        };
+        if let Some(t) = self.flows.get_mut(key)
+            && t.pending.take().is_some()
+        {
+            self.pending = self.pending.saturating_sub(1);
+        }
+        self.report(&notice, out);
     }
 
     fn flow_event(

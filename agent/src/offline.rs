@@ -22,7 +22,7 @@ use crate::{
     capture::{CaptureError, Frame, Link, read_capture},
     cli::OutputFormat,
     event::Event,
-    flows::{EndOfInput, FlowTracker, Timeouts},
+    flows::{EndOfInput, FirstPayload, FlowTracker, Timeouts},
     output::Output,
 };
 
@@ -54,16 +54,18 @@ impl Engine {
     }
 
     /// Accounts one frame to its flow; pushes the notices the kernel would have sent.
+    /// `firsts` receives each side's first payload window, as the kernel's samples deliver it.
     pub fn frame(
         &mut self,
         frame: &Frame<'_>,
         table: &mut HashMap<FlowKey, FlowState>,
         notices: &mut Vec<FlowNotice>,
+        firsts: &mut Vec<(FlowKey, u8, FirstPayload)>,
     ) {
         self.count(Stat::Packets);
         let mut p = Parsed::default();
         match parse_frame(frame, &mut p) {
-            Ok(()) => track(frame, &p, table, notices),
+            Ok(()) => track(frame, &p, table, notices, firsts),
             Err(Skip::NonIp) => self.count(Stat::NonIp),
             Err(Skip::Fragment) => self.count(Stat::Fragments),
             Err(Skip::OtherTransport) => self.count(Stat::OtherTransport),
@@ -117,6 +119,7 @@ fn track(
     p: &Parsed,
     table: &mut HashMap<FlowKey, FlowState>,
     notices: &mut Vec<FlowNotice>,
+    firsts: &mut Vec<(FlowKey, u8, FirstPayload)>,
 ) {
     let now = frame.ts_ns;
     let side = usize::from(p.side & 1);
@@ -154,6 +157,7 @@ fn track(
             let mut window = [0u8; CLASSIFY_WINDOW];
             if let Some(bytes) = frame.data.get(off..off + n) {
                 window[..n].copy_from_slice(bytes);
+                firsts.push((p.key, p.side, FirstPayload::new(bytes)));
             }
             let ctx = classify_context(flags, p.key.proto, p.payload_len);
             conclude(classify_payload(&window, &ctx), flags & theirs != 0)
@@ -243,14 +247,19 @@ pub fn analyze<W: Write>(
         );
         let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name);
         let mut engine = Engine::default();
-        let (mut notices, mut events) = (Vec::new(), Vec::new());
+        let (mut notices, mut firsts, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let mut next_tick = 0u64;
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
-            engine.frame(frame, tracker.table_mut(), &mut notices);
+            engine.frame(frame, tracker.table_mut(), &mut notices, &mut firsts);
+            for (key, side, first) in firsts.drain(..) {
+                tracker.on_first_payload(&key, side, first);
+            }
             for n in notices.drain(..) {
                 tracker.on_notice(&n, frame.ts_ns, &mut events);
             }
+            // Both sides' first payloads are in by now: nothing to wait for, unlike live.
+            tracker.flush_pending(&mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);
                 tracker.sweep(frame.ts_ns, &mut events);

@@ -105,6 +105,7 @@ pub async fn run<W: Write>(
             Some(event) = rx.recv() => handle(&mut tracker, event, &mut pending),
             _ = tick.tick() => {
                 let now = monotonic_ns();
+                tracker.flush_pending(&mut pending);
                 tracker.end_closed(now, &mut pending);
                 ticks = ticks.wrapping_add(1);
                 if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {

@@ -13,7 +13,9 @@ pub mod stats;
 #[cfg(feature = "user")]
 mod user;
 
-pub use classify::{Encryption, Protocol, Verdict, classify_payload};
+pub use classify::{
+    ByteStats, Context, Encryption, Protocol, Verdict, classify_payload, judge_unnamed,
+};
 
 /// Name of the flow table (LRU hash, [`flow::FlowKey`] -> [`flow::FlowState`]).
 pub const FLOWS_MAP: &str = "FLOWS";

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
 use sealwatch_common::{
-    DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
+    CLASSIFY_WINDOW, DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
     flow::{FlowKey, FlowState},
     stats::{STAT_COUNT, Stat},
 };
@@ -23,6 +23,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 /// Per-CPU counters, indexed by [`Stat`].
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Per-CPU scratch space for the classifier's window: 64 bytes the BPF stack cannot spare.
+#[map]
+pub static WINDOW: PerCpuArray<[u8; CLASSIFY_WINDOW]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Payload bytes to sample per flow direction; set by user space at load time.
 #[unsafe(no_mangle)]

@@ -17,7 +17,7 @@ use sealwatch_common::{
 
 use crate::{
     atomic::{add_u64, fetch_or_u64, load_u64},
-    maps::{EVENTS, FLOWS, SAMPLE_BYTES, count},
+    maps::{EVENTS, FLOWS, SAMPLE_BYTES, WINDOW, count},
     packet::{Packet, Parsed},
 };
 
@@ -131,7 +131,13 @@ fn classify<P: Packet>(
     if before & mine != 0 {
         return Ok(());
     }
-    let mut window = [0u8; CLASSIFY_WINDOW];
+    let window = WINDOW.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
+    // The window is reused, and the classifier reads all of it: zero it in place (a stack
+    // temporary of 64 bytes is what this map saves).
+    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long.
+    unsafe { core::ptr::write_bytes(window.cast::<u8>(), 0, CLASSIFY_WINDOW) };
+    // SAFETY: as above; used only for the length of this call.
+    let window = unsafe { &mut *window };
     let mut n = p.payload_len;
     if n > CLASSIFY_WINDOW as u32 {
         n = CLASSIFY_WINDOW as u32;
@@ -142,7 +148,7 @@ fn classify<P: Packet>(
     let ctx = classify_context(flags, p.key.proto, p.payload_len);
     // The whole zero-padded window, not a slice of it: a constant length lets LLVM drop every
     // bounds check, where a variable one makes the verifier walk each detector per length.
-    let verdict = classify_payload(&window, &ctx);
+    let verdict = classify_payload(window, &ctx);
     debug!(
         pkt,
         "first payload of side {}: {} bytes, protocol {}",

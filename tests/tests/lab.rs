@@ -104,9 +104,19 @@ fn run_clients(lab: &Lab) -> Vec<Expect> {
     let ssh = lab.ssh_probe();
     let ssh: Vec<&str> = ssh.iter().map(String::as_str).collect();
     lab.client(&ssh, None, CLIENT_TIMEOUT).expect("ssh");
-    let noise: Vec<u8> = (0u32..300)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+    // What a custom encrypted protocol looks like on the wire: bytes indistinguishable from
+    // random (xorshift, fixed seed so the run is repeatable).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..300)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect();
+    // And an unnamed protocol in the clear: plain-text telemetry.
+    let telemetry = b"sensor=boiler-3 temp=71.5 unit=C status=ok seq=18211\n";
     ok(
         lab.client(
             &["nc", "-q", "1", "-p", "41004", &s4, "9000"],
@@ -119,7 +129,7 @@ fn run_clients(lab: &Lab) -> Vec<Expect> {
     ok(
         lab.client(
             &["nc", "-u", "-q", "1", "-p", "41005", &s4, "9001"],
-            Some(&noise),
+            Some(telemetry),
             CLIENT_TIMEOUT,
         )
         .expect("nc"),
@@ -172,17 +182,17 @@ fn run_clients(lab: &Lab) -> Vec<Expect> {
             Some(41004),
             9000,
             "unknown",
-            "unknown",
-            "alert",
+            "encrypted",
+            "allow",
         ),
         Expect {
-            what: "random datagram",
+            what: "telemetry datagram",
             transport: "udp",
             network_type: "ipv4",
             client_port: Some(41005),
             server_port: 9001,
             protocol: "unknown",
-            encryption: "unknown",
+            encryption: "plaintext",
             action: "alert",
             end_reason: "idle",
         },
@@ -276,6 +286,13 @@ fn classifies_real_traffic(attach: &str) {
         assert_eq!(v["sealwatch.encryption"], x.encryption, "{}: {v}", x.what);
         assert_eq!(v["sealwatch.action"], x.action, "{}: {v}", x.what);
         assert_eq!(v["interface"], iface, "{}: {v}", x.what);
+        let fully_encrypted = x.protocol == "unknown" && x.encryption == "encrypted";
+        assert_eq!(
+            v.get("sealwatch.fully_encrypted").and_then(Value::as_bool),
+            fully_encrypted.then_some(true),
+            "{}: {v}",
+            x.what
+        );
         assert!(
             v["time"].as_str().is_some_and(|t| t.ends_with('Z')),
             "{}: {v}",
@@ -395,7 +412,18 @@ fn text_output_is_one_readable_line_per_event_and_logs_stay_on_stderr() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("agent");
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait for the programs, not for a guess at how long verification takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while attached(&lab.server_ns, &lab.server_if)
+        .map(|a| a.tc_ingress.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent did not attach within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let url = format!("http://{}:8080/", lab.server_v4);
     lab.client(
         &[

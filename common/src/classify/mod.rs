@@ -23,7 +23,12 @@ mod dns;
 mod dtls;
 mod http;
 mod ike;
+mod ntp;
+
 mod quic;
+mod randomness;
+
+pub use randomness::ByteStats;
 mod ssdp;
 mod ssh;
 mod tls;
@@ -46,11 +51,12 @@ pub enum Protocol {
     Wireguard = 8,
     Ssdp = 9,
     Dnscrypt = 10,
+    Ntp = 11,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 11] = [
+    pub const ALL: [Protocol; 12] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
@@ -62,6 +68,7 @@ impl Protocol {
         Protocol::Wireguard,
         Protocol::Ssdp,
         Protocol::Dnscrypt,
+        Protocol::Ntp,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -78,6 +85,7 @@ impl Protocol {
             Protocol::Wireguard => "wireguard",
             Protocol::Ssdp => "ssdp",
             Protocol::Dnscrypt => "dnscrypt",
+            Protocol::Ntp => "ntp",
         }
     }
 
@@ -93,6 +101,7 @@ impl Protocol {
             8 => Protocol::Wireguard,
             9 => Protocol::Ssdp,
             10 => Protocol::Dnscrypt,
+            11 => Protocol::Ntp,
             _ => Protocol::Unknown,
         }
     }
@@ -145,6 +154,23 @@ impl Verdict {
 
     pub const fn is_known(self) -> bool {
         !matches!(self.protocol, Protocol::Unknown)
+    }
+
+    /// No protocol named, but the payload is indistinguishable from random.
+    pub const fn is_fully_encrypted(self) -> bool {
+        matches!(self.protocol, Protocol::Unknown)
+            && matches!(self.encryption, Encryption::Encrypted)
+    }
+
+    /// Two sides' judgements of a flow no detector named: plaintext on either side makes the
+    /// flow plaintext; otherwise random on either side makes it encrypted.
+    pub const fn merge_unnamed(self, other: Verdict) -> Verdict {
+        let encryption = match (self.encryption, other.encryption) {
+            (Encryption::Plaintext, _) | (_, Encryption::Plaintext) => Encryption::Plaintext,
+            (Encryption::Encrypted, _) | (_, Encryption::Encrypted) => Encryption::Encrypted,
+            _ => Encryption::Unknown,
+        };
+        Verdict::new(Protocol::Unknown, encryption)
     }
 }
 
@@ -204,6 +230,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         if let Some(v) = wireguard::detect(window, ctx) {
             return v;
         }
+        if let Some(v) = ntp::detect(window, ctx) {
+            return v;
+        }
         if let Some(v) = ssdp::detect(window) {
             return v;
         }
@@ -239,6 +268,13 @@ pub(crate) fn be32(w: &[u8], at: usize) -> Option<u32> {
     let hi = be16(w, at)?;
     let lo = be16(w, at.wrapping_add(2))?;
     Some((u32::from(hi) << 16) | u32::from(lo))
+}
+
+/// For a payload no detector named: plaintext if readable or low-entropy structured, encrypted
+/// (`is_fully_encrypted`) if indistinguishable from random, unknown if too short to tell. See
+/// `randomness.rs`.
+pub fn judge_unnamed(window: &[u8], ctx: &Context) -> Verdict {
+    randomness::judge(window, ctx, &ByteStats::of(window, ctx.payload_len))
 }
 
 /// `window` starts with `prefix`. A hand-written loop because slice equality lowers to `bcmp`,
@@ -280,6 +316,19 @@ pub(crate) mod tests {
         ] {
             assert_eq!(Encryption::from_u8(e as u8), e);
         }
+    }
+
+    #[test]
+    fn unnamed_sides_merge_towards_plaintext() {
+        let readable = Verdict::new(Protocol::Unknown, Encryption::Plaintext);
+        let random = Verdict::new(Protocol::Unknown, Encryption::Encrypted);
+        assert_eq!(random.merge_unnamed(readable), readable);
+        assert_eq!(Verdict::UNKNOWN.merge_unnamed(random), random);
+        assert_eq!(
+            Verdict::UNKNOWN.merge_unnamed(Verdict::UNKNOWN),
+            Verdict::UNKNOWN
+        );
+        assert!(random.is_fully_encrypted() && !readable.is_fully_encrypted());
     }
 
     #[test]
