@@ -194,17 +194,7 @@ mod tests {
     use super::*;
 
     fn key_v4() -> FlowKey {
-        let a = u32::from_ne_bytes([10, 0, 0, 1]);
-        let b = u32::from_ne_bytes([10, 0, 0, 2]);
-        FlowKey::canonical(
-            FAMILY_IPV4,
-            IPPROTO_TCP,
-            [b, 0, 0, 0],
-            40000,
-            [a, 0, 0, 0],
-            80,
-        )
-        .0
+        FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 2], 40000, [10, 0, 0, 1], 80).0
     }
 
     #[test]

@@ -525,7 +525,7 @@ mod tests {
     use sealwatch_common::{
         event::HOOK_TC_INGRESS,
         flow::FLAGS_SIDE_SHIFT,
-        net::{FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN},
+        net::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN},
     };
 
     use super::*;
@@ -552,18 +552,8 @@ mod tests {
     };
 
     fn key(proto: u8) -> FlowKey {
-        let server = u32::from_ne_bytes([10, 9, 0, 1]);
-        let client = u32::from_ne_bytes([10, 9, 0, 2]);
         // Server 10.9.0.1 sorts first: side 0; the client is side 1.
-        FlowKey::canonical(
-            FAMILY_IPV4,
-            proto,
-            [client, 0, 0, 0],
-            41000,
-            [server, 0, 0, 0],
-            80,
-        )
-        .0
+        FlowKey::ipv4(proto, [10, 9, 0, 2], 41000, [10, 9, 0, 1], 80).0
     }
 
     fn http_state(now: u64) -> FlowState {

@@ -101,16 +101,7 @@ mod tests {
     use crate::{event::Endpoints, policy::Action};
 
     fn event() -> Event {
-        let c = u32::from_ne_bytes([10, 0, 0, 2]);
-        let s = u32::from_ne_bytes([10, 0, 0, 1]);
-        let (key, side) = FlowKey::canonical(
-            FAMILY_IPV4,
-            IPPROTO_TCP,
-            [c, 0, 0, 0],
-            40000,
-            [s, 0, 0, 0],
-            443,
-        );
+        let (key, side) = FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 2], 40000, [10, 0, 0, 1], 443);
         Event::Flow(FlowEvent::new(
             "flow",
             "2026-11-23T10:00:00.000Z".into(),

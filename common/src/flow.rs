@@ -67,6 +67,19 @@ impl FlowKey {
         side
     }
 
+    /// [`FlowKey::canonical`] for an IPv4 packet from `src` to `dst` (octets as on the wire).
+    pub fn ipv4(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> (FlowKey, Side) {
+        let word = |a: [u8; 4]| [u32::from_ne_bytes(a), 0, 0, 0];
+        FlowKey::canonical(
+            crate::net::FAMILY_IPV4,
+            proto,
+            word(src),
+            sport,
+            word(dst),
+            dport,
+        )
+    }
+
     /// Address and port of one side.
     pub fn endpoint(&self, side: Side) -> ([u32; 4], u16) {
         if side == 0 {
@@ -253,7 +266,7 @@ const fn port_rank(port: u16) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{FAMILY_IPV4, IPPROTO_TCP, TCP_FIN};
+    use crate::net::{IPPROTO_TCP, TCP_FIN};
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> [u32; 4] {
         [u32::from_ne_bytes([a, b, c, d]), 0, 0, 0]
@@ -261,22 +274,8 @@ mod tests {
 
     #[test]
     fn both_directions_share_one_key() {
-        let (a, sa) = FlowKey::canonical(
-            FAMILY_IPV4,
-            IPPROTO_TCP,
-            v4(10, 0, 0, 2),
-            40000,
-            v4(10, 0, 0, 1),
-            80,
-        );
-        let (b, sb) = FlowKey::canonical(
-            FAMILY_IPV4,
-            IPPROTO_TCP,
-            v4(10, 0, 0, 1),
-            80,
-            v4(10, 0, 0, 2),
-            40000,
-        );
+        let (a, sa) = FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 2], 40000, [10, 0, 0, 1], 80);
+        let (b, sb) = FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 1], 80, [10, 0, 0, 2], 40000);
         assert_eq!(a, b);
         assert_ne!(sa, sb);
         assert_eq!(a.endpoint(sa), (v4(10, 0, 0, 2), 40000));
@@ -285,14 +284,7 @@ mod tests {
 
     #[test]
     fn same_address_orders_by_port() {
-        let (k, side) = FlowKey::canonical(
-            FAMILY_IPV4,
-            IPPROTO_TCP,
-            v4(127, 0, 0, 1),
-            9000,
-            v4(127, 0, 0, 1),
-            80,
-        );
+        let (k, side) = FlowKey::ipv4(IPPROTO_TCP, [127, 0, 0, 1], 9000, [127, 0, 0, 1], 80);
         assert_eq!((k.port_lo, k.port_hi, side), (80, 9000, 1));
     }
 

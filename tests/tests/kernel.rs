@@ -22,7 +22,7 @@ use sealwatch_common::{
     Encryption, Protocol,
     event::{KIND_CLOSE, KIND_VERDICT},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
-    net::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP},
+    net::{FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP},
     stats::Stat,
 };
 use sealwatch_tests::require_root;
@@ -133,8 +133,7 @@ fn tcp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u8])
 }
 
 fn key4(proto: u8, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16)) -> (FlowKey, u8) {
-    let w = |ip: Ipv4Addr| [u32::from_ne_bytes(ip.octets()), 0, 0, 0];
-    FlowKey::canonical(FAMILY_IPV4, proto, w(a.0), a.1, w(b.0), b.1)
+    FlowKey::ipv4(proto, a.0.octets(), a.1, b.0.octets(), b.1)
 }
 
 fn key6(proto: u8, a: (Ipv6Addr, u16), b: (Ipv6Addr, u16)) -> (FlowKey, u8) {
