@@ -19,7 +19,9 @@
     )
 )]
 
+mod apps;
 mod dns;
+
 mod dtls;
 mod http;
 mod ike;
@@ -52,11 +54,16 @@ pub enum Protocol {
     Ssdp = 9,
     Dnscrypt = 10,
     Ntp = 11,
+    Redis = 12,
+    Mongodb = 13,
+    Mqtt = 14,
+    Amqp = 15,
+    Http2 = 16,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 12] = [
+    pub const ALL: [Protocol; 17] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
@@ -69,6 +76,11 @@ impl Protocol {
         Protocol::Ssdp,
         Protocol::Dnscrypt,
         Protocol::Ntp,
+        Protocol::Redis,
+        Protocol::Mongodb,
+        Protocol::Mqtt,
+        Protocol::Amqp,
+        Protocol::Http2,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -86,6 +98,11 @@ impl Protocol {
             Protocol::Ssdp => "ssdp",
             Protocol::Dnscrypt => "dnscrypt",
             Protocol::Ntp => "ntp",
+            Protocol::Redis => "redis",
+            Protocol::Mongodb => "mongodb",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Amqp => "amqp",
+            Protocol::Http2 => "http2",
         }
     }
 
@@ -102,6 +119,11 @@ impl Protocol {
             9 => Protocol::Ssdp,
             10 => Protocol::Dnscrypt,
             11 => Protocol::Ntp,
+            12 => Protocol::Redis,
+            13 => Protocol::Mongodb,
+            14 => Protocol::Mqtt,
+            15 => Protocol::Amqp,
+            16 => Protocol::Http2,
             _ => Protocol::Unknown,
         }
     }
@@ -241,6 +263,21 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
             return v;
         }
         if let Some(v) = ssh::detect(window) {
+            return v;
+        }
+        if let Some(v) = apps::redis(window) {
+            return v;
+        }
+        if let Some(v) = apps::mongodb(window) {
+            return v;
+        }
+        if let Some(v) = apps::mqtt(window) {
+            return v;
+        }
+        if let Some(v) = apps::amqp(window, ctx) {
+            return v;
+        }
+        if let Some(v) = apps::h2c(window) {
             return v;
         }
     }
