@@ -71,6 +71,14 @@ pub struct Timeouts {
     pub linger_ns: u64,
 }
 
+impl Timeouts {
+    /// How often to sweep the flow table: a quarter of the idle timeout, between 1 and 15 s.
+    /// A sweep visits every flow, so it should run no more often than idle flows need.
+    pub fn sweep_interval_ns(&self) -> u64 {
+        (self.idle_ns / 4).clamp(1_000_000_000, 15_000_000_000)
+    }
+}
+
 /// What user space remembers per flow.
 #[derive(Debug, Default)]
 struct Tracked {
@@ -140,6 +148,9 @@ pub struct FlowTracker<T> {
     stats: TrackerStats,
     /// Flows with a held-back `unknown` verdict.
     pending: usize,
+    /// Closing flows in the order their close was seen, so ending them does not scan every
+    /// flow on every tick.
+    closing: std::collections::VecDeque<(u64, FlowKey)>,
 }
 
 impl<T: FlowTable> FlowTracker<T> {
@@ -153,6 +164,7 @@ impl<T: FlowTable> FlowTracker<T> {
             timeouts,
             stats: TrackerStats::default(),
             pending: 0,
+            closing: std::collections::VecDeque::new(),
         }
     }
 
@@ -195,13 +207,7 @@ impl<T: FlowTable> FlowTracker<T> {
                 }
                 self.report(n, out);
             }
-            KIND_CLOSE => {
-                self.flows
-                    .entry(n.key)
-                    .or_default()
-                    .closing_since
-                    .get_or_insert(now);
-            }
+            KIND_CLOSE => self.mark_closing(n.key, now),
             other => warn!(kind = other, "unexpected notice kind"),
         }
     }
@@ -284,17 +290,29 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Ends flows whose close has lingered long enough. Cheap: runs on every tick.
     pub fn end_closed(&mut self, now: u64, out: &mut Vec<Event>) {
-        let due: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, t)| {
-                t.closing_since
-                    .is_some_and(|since| now.saturating_sub(since) >= self.timeouts.linger_ns)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            self.finish(&key, None, Reason::Closed, out);
+        while let Some(&(since, key)) = self.closing.front() {
+            if now.saturating_sub(since) < self.timeouts.linger_ns {
+                break;
+            }
+            self.closing.pop_front();
+            // Skip flows already ended another way (idle, evicted) since they closed.
+            if self
+                .flows
+                .get(&key)
+                .is_some_and(|t| t.closing_since == Some(since))
+            {
+                self.finish(&key, None, Reason::Closed, out);
+            }
+        }
+    }
+
+    /// Notes the first FIN/RST of a flow; it ends once the linger has passed.
+    fn mark_closing(&mut self, key: FlowKey, now: u64) {
+        let tracked = self.flows.entry(key).or_default();
+        if tracked.closing_since.is_none() {
+            tracked.closing_since = Some(now);
+            // Times only grow (monotonic clock, capture order), so the queue stays sorted.
+            self.closing.push_back((now, key));
         }
     }
 
@@ -314,19 +332,11 @@ impl<T: FlowTable> FlowTracker<T> {
                 self.finish(&key, Some(state), Reason::Idle, out);
                 continue;
             }
+            if state.flags & FLOW_CLOSING != 0 {
+                self.mark_closing(key, now);
+            }
             if let Some(t) = self.flows.get_mut(&key) {
-                if state.flags & FLOW_CLOSING != 0 {
-                    t.closing_since.get_or_insert(now);
-                }
                 t.last_seen = Some(state);
-            } else if state.flags & FLOW_CLOSING != 0 {
-                self.flows.insert(
-                    key,
-                    Tracked {
-                        closing_since: Some(now),
-                        ..Tracked::default()
-                    },
-                );
             }
         }
         let evicted: Vec<FlowKey> = self
@@ -718,6 +728,39 @@ mod tests {
             Some(("evicted", 9000))
         );
         assert_eq!(t.stats().flows_evicted, 1);
+    }
+
+    #[test]
+    fn sweeps_follow_the_idle_timeout() {
+        let t = |idle_s: u64| {
+            Timeouts {
+                idle_ns: idle_s * SEC,
+                linger_ns: SEC,
+            }
+            .sweep_interval_ns()
+                / SEC
+        };
+        assert_eq!((t(60), t(3), t(600)), (15, 1, 15));
+        assert_eq!(t(20), 5);
+    }
+
+    #[test]
+    fn a_flow_ended_while_closing_is_not_ended_twice() {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let mut state = http_state(now);
+        state.flags |= FLOW_CLOSING;
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.on_notice(&notice(KIND_CLOSE, k, &state), now, &mut out);
+        t.finish_all(EndOfInput::AgentStop, &mut out);
+        t.end_closed(now + 2 * SEC, &mut out);
+        assert_eq!(
+            flows(&out).iter().filter(|f| f.event == "flow.end").count(),
+            1
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ use crate::{
     output::Output,
 };
 
-/// Closing flows are checked, and the table swept, once per second of capture time.
+/// Closing flows are checked once per second of capture time (the table sweep follows
+/// `Timeouts::sweep_interval_ns`).
 const TICK_NS: u64 = 1_000_000_000;
 const CLOSE_LINGER_NS: u64 = 1_000_000_000;
 
@@ -248,7 +249,7 @@ pub fn analyze<W: Write>(
         let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name);
         let mut engine = Engine::default();
         let (mut notices, mut firsts, mut events) = (Vec::new(), Vec::new(), Vec::new());
-        let mut next_tick = 0u64;
+        let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
             engine.frame(frame, tracker.table_mut(), &mut notices, &mut firsts);
@@ -262,8 +263,11 @@ pub fn analyze<W: Write>(
             tracker.flush_pending(&mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);
-                tracker.sweep(frame.ts_ns, &mut events);
                 next_tick = frame.ts_ns.saturating_add(TICK_NS);
+            }
+            if frame.ts_ns >= next_sweep {
+                tracker.sweep(frame.ts_ns, &mut events);
+                next_sweep = frame.ts_ns.saturating_add(timeouts.sweep_interval_ns());
             }
             for e in events.drain(..) {
                 summary.add(&e);

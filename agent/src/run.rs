@@ -26,9 +26,9 @@ use crate::{
     programs::{AttachError, LoadError, LoadOptions, Programs, ifindex},
 };
 
-/// How often closing flows are checked, and how often the whole table is swept.
+/// How often closing flows and held-back verdicts are checked (the table sweep follows
+/// `Timeouts::sweep_interval_ns`).
 const TICK: Duration = Duration::from_millis(250);
-const SWEEP_EVERY_TICKS: u32 = 4;
 /// Wait after the first FIN/RST for the last packets of a flow before reading its totals.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
@@ -98,7 +98,7 @@ pub async fn run<W: Write>(
     let mut tracker = FlowTracker::new(table, timeouts);
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ticks = 0u32;
+    let mut next_sweep = monotonic_ns();
     let mut pending = Vec::new();
     loop {
         tokio::select! {
@@ -107,9 +107,9 @@ pub async fn run<W: Write>(
                 let now = monotonic_ns();
                 tracker.flush_pending(&mut pending);
                 tracker.end_closed(now, &mut pending);
-                ticks = ticks.wrapping_add(1);
-                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
+                                if now >= next_sweep {
                     tracker.sweep(now, &mut pending);
+                    next_sweep = now.saturating_add(timeouts.sweep_interval_ns());
                 }
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
