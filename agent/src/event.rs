@@ -9,7 +9,7 @@ use std::{
 use sealwatch_common::{
     Encryption, Protocol, Verdict,
     flow::{CLIENT_UNKNOWN, FlowKey},
-    net::{FAMILY_IPV4, IPPROTO_TCP, IPPROTO_UDP},
+    net::{FAMILY_IPV4, IPPROTO_AH, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP},
 };
 use serde::Serialize;
 
@@ -50,6 +50,8 @@ impl Endpoints {
             transport: match key.proto {
                 IPPROTO_TCP => "tcp",
                 IPPROTO_UDP => "udp",
+                IPPROTO_ESP => "esp",
+                IPPROTO_AH => "ah",
                 _ => "unknown",
             },
             network_type: if key.family == FAMILY_IPV4 {

@@ -22,6 +22,9 @@ pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 pub const IPPROTO_HOPOPTS: u8 = 0;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// IPsec: Encapsulating Security Payload and Authentication Header, tracked as port-less flows.
+pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_AH: u8 = 51;
 pub const IPPROTO_ROUTING: u8 = 43;
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_DSTOPTS: u8 = 60;

@@ -258,6 +258,9 @@ fn parse_l4(
                 UDP_HDR_LEN as u32,
             )
         }
+        // Port-less flows between two hosts, as AWS flow logs record them; the classifier reads
+        // the IPsec header itself from the payload.
+        IPPROTO_ESP | IPPROTO_AH => (0, 0, None, 0, 0),
         _ => return Err(Skip::OtherTransport),
     };
     let payload_off = l4.off as u32 + hdr_len;

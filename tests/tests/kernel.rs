@@ -22,7 +22,7 @@ use sealwatch_common::{
     Encryption, Protocol,
     event::{KIND_CLOSE, KIND_VERDICT},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
-    net::{FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP},
+    net::{FAMILY_IPV6, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP},
     stats::Stat,
 };
 use sealwatch_tests::require_root;
@@ -489,4 +489,35 @@ fn tls_records_count_only_when_the_handshake_was_missed() {
         0,
         "still unknown, waiting for the server"
     );
+}
+
+#[test]
+fn esp_is_an_encrypted_portless_flow() {
+    if !require_root("esp_is_an_encrypted_portless_flow") {
+        return;
+    }
+    let mut k = Kernel::load();
+    // SPI 0xb64ef321, sequence 1, then ciphertext.
+    let mut esp = vec![0xb6, 0x4e, 0xf3, 0x21, 0, 0, 0, 1];
+    esp.extend((0u8..64).map(|i| i.wrapping_mul(151).wrapping_add(7)));
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(CLIENT.octets(), SERVER.octets(), 64)
+        .write(
+            &mut pkt,
+            etherparse::IpNumber::ENCAPSULATING_SECURITY_PAYLOAD,
+            &esp,
+        )
+        .expect("build");
+    k.run("tc_egress", &pkt);
+    let (key, _) = key4(IPPROTO_ESP, (CLIENT, 0), (SERVER, 0));
+    let st = k.flow(&key).expect("ESP flow with ports 0");
+    assert_eq!(
+        (
+            Protocol::from_u8(st.protocol),
+            Encryption::from_u8(st.encryption)
+        ),
+        (Protocol::IpsecEsp, Encryption::Encrypted)
+    );
+    assert_eq!(k.stat(Stat::OtherTransport), 0, "tracked, not skipped");
 }

@@ -25,6 +25,8 @@ mod dns;
 mod dtls;
 mod http;
 mod ike;
+mod ipsec;
+
 mod ntp;
 
 mod quic;
@@ -36,7 +38,7 @@ mod ssh;
 mod tls;
 mod wireguard;
 
-use crate::net::{IPPROTO_TCP, IPPROTO_UDP};
+use crate::net::{IPPROTO_AH, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Protocol family of a flow; the `u8` value is what the flow table stores.
 #[repr(u8)]
@@ -59,11 +61,13 @@ pub enum Protocol {
     Mqtt = 14,
     Amqp = 15,
     Http2 = 16,
+    IpsecEsp = 17,
+    IpsecAh = 18,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 17] = [
+    pub const ALL: [Protocol; 19] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
@@ -81,6 +85,8 @@ impl Protocol {
         Protocol::Mqtt,
         Protocol::Amqp,
         Protocol::Http2,
+        Protocol::IpsecEsp,
+        Protocol::IpsecAh,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -103,6 +109,8 @@ impl Protocol {
             Protocol::Mqtt => "mqtt",
             Protocol::Amqp => "amqp",
             Protocol::Http2 => "http2",
+            Protocol::IpsecEsp => "ipsec-esp",
+            Protocol::IpsecAh => "ipsec-ah",
         }
     }
 
@@ -124,6 +132,8 @@ impl Protocol {
             14 => Protocol::Mqtt,
             15 => Protocol::Amqp,
             16 => Protocol::Http2,
+            17 => Protocol::IpsecEsp,
+            18 => Protocol::IpsecAh,
             _ => Protocol::Unknown,
         }
     }
@@ -238,6 +248,9 @@ impl Context {
 pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
     if ctx.payload_len == 0 {
         return Verdict::UNKNOWN;
+    }
+    if ctx.transport == IPPROTO_ESP || ctx.transport == IPPROTO_AH {
+        return ipsec::detect(window, ctx);
     }
     if ctx.is_udp() {
         if let Some(v) = quic::detect(window, ctx) {
