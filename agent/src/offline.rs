@@ -153,15 +153,17 @@ fn track(
             let (mine, theirs) = classified_bits(p.side);
             state.flags |= mine;
             // The kernel's window exactly: the first bytes, zero-padded to CLASSIFY_WINDOW.
+            // FirstPayload builds exactly that window; it also goes to the tracker.
             let off = p.payload_off as usize;
             let n = (p.payload_len as usize).min(CLASSIFY_WINDOW);
-            let mut window = [0u8; CLASSIFY_WINDOW];
-            if let Some(bytes) = frame.data.get(off..off + n) {
-                window[..n].copy_from_slice(bytes);
-                firsts.push((p.key, p.side, FirstPayload::new(bytes)));
-            }
+            let bytes = frame.data.get(off..off + n);
+            let first = FirstPayload::new(bytes.unwrap_or(&[]));
             let ctx = classify_context(flags, p.key.proto, p.payload_len);
-            conclude(classify_payload(&window, &ctx), flags & theirs != 0)
+            let verdict = conclude(classify_payload(&first.window, &ctx), flags & theirs != 0);
+            if bytes.is_some() {
+                firsts.push((p.key, p.side, first));
+            }
+            verdict
         }
     };
     if let Some(v) = verdict {

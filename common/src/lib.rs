@@ -13,9 +13,7 @@ pub mod stats;
 #[cfg(feature = "user")]
 mod user;
 
-pub use classify::{
-    ByteStats, Context, Encryption, Protocol, Verdict, classify_payload, judge_unnamed,
-};
+pub use classify::{Context, Encryption, Protocol, Verdict, classify_payload, judge_unnamed};
 
 /// Name of the flow table (LRU hash, [`flow::FlowKey`] -> [`flow::FlowState`]).
 pub const FLOWS_MAP: &str = "FLOWS";

@@ -32,7 +32,8 @@ mod ntp;
 mod quic;
 mod randomness;
 
-pub use randomness::ByteStats;
+use randomness::ByteStats;
+
 mod ssdp;
 mod ssh;
 mod tls;

@@ -31,7 +31,7 @@ const RTP_HEADER_LEN: u32 = 12;
 
 /// What the judgement needs to know about the window's real bytes, gathered in one pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ByteStats {
+pub(super) struct ByteStats {
     /// Real bytes (the payload may be shorter than the window).
     pub len: u32,
     pub printable: u32,
@@ -46,7 +46,7 @@ impl ByteStats {
     ///
     /// Branch-free, so it stays cheap wherever it runs (BPF has no conditional moves).
     #[inline(always)]
-    pub fn of(w: &[u8], payload_len: u32) -> ByteStats {
+    pub(super) fn of(w: &[u8], payload_len: u32) -> ByteStats {
         let limit = (payload_len as usize).min(w.len()) as u32;
         let mut s = ByteStats {
             len: limit,
