@@ -31,6 +31,7 @@ mod ntp;
 
 mod quic;
 mod randomness;
+mod services;
 
 use randomness::ByteStats;
 
@@ -64,11 +65,30 @@ pub enum Protocol {
     Http2 = 16,
     IpsecEsp = 17,
     IpsecAh = 18,
+    Openvpn = 19,
+    Postgresql = 20,
+    Mysql = 21,
+    Smtp = 22,
+    Imap = 23,
+    Pop3 = 24,
+    Ftp = 25,
+    Telnet = 26,
+    Ldap = 27,
+    Memcached = 28,
+    Kafka = 29,
+    Snmp = 30,
+    Syslog = 31,
+    Xmpp = 32,
+    Stun = 33,
+    Icmp = 34,
+    Igmp = 35,
+    Sip = 36,
+    Rtp = 37,
 }
 
 impl Protocol {
     /// Every protocol, for iteration in tests and reports.
-    pub const ALL: [Protocol; 19] = [
+    pub const ALL: [Protocol; 38] = [
         Protocol::Unknown,
         Protocol::Tls,
         Protocol::Ssh,
@@ -88,6 +108,25 @@ impl Protocol {
         Protocol::Http2,
         Protocol::IpsecEsp,
         Protocol::IpsecAh,
+        Protocol::Openvpn,
+        Protocol::Postgresql,
+        Protocol::Mysql,
+        Protocol::Smtp,
+        Protocol::Imap,
+        Protocol::Pop3,
+        Protocol::Ftp,
+        Protocol::Telnet,
+        Protocol::Ldap,
+        Protocol::Memcached,
+        Protocol::Kafka,
+        Protocol::Snmp,
+        Protocol::Syslog,
+        Protocol::Xmpp,
+        Protocol::Stun,
+        Protocol::Icmp,
+        Protocol::Igmp,
+        Protocol::Sip,
+        Protocol::Rtp,
     ];
 
     /// Lower-case family name, the `network.protocol.name` of events.
@@ -112,6 +151,25 @@ impl Protocol {
             Protocol::Http2 => "http2",
             Protocol::IpsecEsp => "ipsec-esp",
             Protocol::IpsecAh => "ipsec-ah",
+            Protocol::Openvpn => "openvpn",
+            Protocol::Postgresql => "postgresql",
+            Protocol::Mysql => "mysql",
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Ftp => "ftp",
+            Protocol::Telnet => "telnet",
+            Protocol::Ldap => "ldap",
+            Protocol::Memcached => "memcached",
+            Protocol::Kafka => "kafka",
+            Protocol::Snmp => "snmp",
+            Protocol::Syslog => "syslog",
+            Protocol::Xmpp => "xmpp",
+            Protocol::Stun => "stun",
+            Protocol::Icmp => "icmp",
+            Protocol::Igmp => "igmp",
+            Protocol::Sip => "sip",
+            Protocol::Rtp => "rtp",
         }
     }
 
@@ -135,6 +193,25 @@ impl Protocol {
             16 => Protocol::Http2,
             17 => Protocol::IpsecEsp,
             18 => Protocol::IpsecAh,
+            19 => Protocol::Openvpn,
+            20 => Protocol::Postgresql,
+            21 => Protocol::Mysql,
+            22 => Protocol::Smtp,
+            23 => Protocol::Imap,
+            24 => Protocol::Pop3,
+            25 => Protocol::Ftp,
+            26 => Protocol::Telnet,
+            27 => Protocol::Ldap,
+            28 => Protocol::Memcached,
+            29 => Protocol::Kafka,
+            30 => Protocol::Snmp,
+            31 => Protocol::Syslog,
+            32 => Protocol::Xmpp,
+            33 => Protocol::Stun,
+            34 => Protocol::Icmp,
+            35 => Protocol::Igmp,
+            36 => Protocol::Sip,
+            37 => Protocol::Rtp,
             _ => Protocol::Unknown,
         }
     }
@@ -272,6 +349,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         if let Some(v) = ssdp::detect(window) {
             return v;
         }
+        if let Some(v) = services::detect_udp(window, ctx) {
+            return v;
+        }
     } else {
         if let Some(v) = tls::detect(window, ctx) {
             return v;
@@ -292,6 +372,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
             return v;
         }
         if let Some(v) = apps::h2c(window) {
+            return v;
+        }
+        if let Some(v) = services::detect_tcp(window, ctx) {
             return v;
         }
     }
