@@ -51,9 +51,9 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub output: Option<OutputFormat>,
 
-    /// Payload bytes sampled per flow direction for deeper parsing in user space (1-1024).
+    /// Payload bytes sampled per flow direction for deeper parsing in user space (1-8192).
     #[arg(long, default_value_t = sealwatch_common::DEFAULT_SAMPLE_BYTES,
-          value_parser = clap::value_parser!(u16).range(1..=sealwatch_common::MAX_SAMPLE as i64))]
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(sealwatch_common::MAX_SAMPLE_BYTES)))]
     pub sample_bytes: u16,
 
     /// Flow-table capacity in the kernel (LRU: the least recently seen flow is evicted when full).

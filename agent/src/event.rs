@@ -9,7 +9,10 @@ use std::{
 use sealwatch_common::{
     Encryption, Protocol, Verdict,
     flow::{CLIENT_UNKNOWN, FlowKey},
-    net::{FAMILY_IPV4, IPPROTO_AH, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP},
+    net::{
+        FAMILY_IPV4, IPPROTO_AH, IPPROTO_ESP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IGMP,
+        IPPROTO_TCP, IPPROTO_UDP,
+    },
 };
 use serde::Serialize;
 
@@ -52,6 +55,9 @@ impl Endpoints {
                 IPPROTO_UDP => "udp",
                 IPPROTO_ESP => "esp",
                 IPPROTO_AH => "ah",
+                IPPROTO_ICMP => "icmp",
+                IPPROTO_ICMPV6 => "icmpv6",
+                IPPROTO_IGMP => "igmp",
                 _ => "unknown",
             },
             network_type: if key.family == FAMILY_IPV4 {
@@ -106,6 +112,10 @@ pub struct FlowEvent {
     )]
     pub fully_encrypted: Option<bool>,
 
+    /// A plaintext protocol switched to TLS in-band.
+    #[serde(rename = "sealwatch.starttls", skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<bool>,
+
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
 }
@@ -132,7 +142,7 @@ impl FlowEvent {
             fully_encrypted: Verdict::new(protocol, encryption)
                 .is_fully_encrypted()
                 .then_some(true),
-
+            starttls: None,
             end: None,
         }
     }

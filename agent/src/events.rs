@@ -5,7 +5,10 @@
 use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
-use sealwatch_common::event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample};
+use sealwatch_common::{
+    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample, SAMPLE_HEADER_LEN},
+    flow::FlowKey,
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -17,7 +20,23 @@ use tracing::warn;
 #[derive(Debug)]
 pub enum KernelEvent {
     Notice(FlowNotice),
-    Sample(Box<PayloadSample>),
+    Sample(Sample),
+}
+
+/// A payload sample: some first bytes of one packet of one side of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub key: FlowKey,
+    pub side: u8,
+    pub ifindex: u32,
+    /// TCP sequence number of the first byte (0 for other transports).
+    pub seq: u32,
+    /// Bytes of this side sampled before this packet.
+    pub offset: u32,
+    pub ts_ns: u64,
+    /// The packet's whole L4 payload length; `data` may hold fewer bytes.
+    pub payload_len: u32,
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +60,49 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         KIND_VERDICT | KIND_CLOSE => {
             read_record::<FlowNotice>(kind, record).map(KernelEvent::Notice)
         }
-        KIND_SAMPLE => {
-            read_record::<PayloadSample>(kind, record).map(|s| KernelEvent::Sample(Box::new(s)))
-        }
+        KIND_SAMPLE => decode_sample(record).map(KernelEvent::Sample),
         other => Err(DecodeError::Kind(other)),
     }
+}
+
+/// Sample records are a [`PayloadSample`] header followed by only the captured bytes.
+fn decode_sample(record: &[u8]) -> Result<Sample, DecodeError> {
+    let short = DecodeError::Size {
+        kind: KIND_SAMPLE,
+        len: record.len(),
+        expected: SAMPLE_HEADER_LEN,
+    };
+    if record.len() < SAMPLE_HEADER_LEN {
+        return Err(short);
+    }
+    let mut header = std::mem::MaybeUninit::<PayloadSample>::zeroed();
+    // SAFETY: copies the header bytes (checked present) into a zeroed PayloadSample, a repr(C)
+    // struct of integers for which any bit pattern is valid.
+    let h = unsafe {
+        std::ptr::copy_nonoverlapping(
+            record.as_ptr(),
+            header.as_mut_ptr().cast::<u8>(),
+            SAMPLE_HEADER_LEN,
+        );
+        header.assume_init()
+    };
+    let data = record
+        .get(SAMPLE_HEADER_LEN..SAMPLE_HEADER_LEN + h.captured as usize)
+        .ok_or(DecodeError::Size {
+            kind: KIND_SAMPLE,
+            len: record.len(),
+            expected: SAMPLE_HEADER_LEN + h.captured as usize,
+        })?;
+    Ok(Sample {
+        key: h.key,
+        side: h.side,
+        ifindex: h.ifindex,
+        seq: h.seq,
+        offset: h.offset,
+        ts_ns: h.ts_ns,
+        payload_len: h.payload_len,
+        data: data.to_vec(),
+    })
 }
 
 fn read_record<T: Copy>(kind: u8, record: &[u8]) -> Result<T, DecodeError> {
@@ -164,8 +221,26 @@ mod tests {
         assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
         assert!(matches!(decode(&[99, 0, 0]), Err(DecodeError::Kind(99))));
         assert!(matches!(
-            decode(&[KIND_SAMPLE; 100]),
+            decode(&[KIND_SAMPLE; 60]),
             Err(DecodeError::Size { .. })
         ));
+    }
+
+    #[test]
+    fn samples_carry_only_their_captured_bytes() {
+        let mut record = vec![0u8; SAMPLE_HEADER_LEN];
+        record[0] = KIND_SAMPLE;
+        record[2] = 1; // side
+        let captured = std::mem::offset_of!(PayloadSample, captured);
+        record[captured..captured + 4].copy_from_slice(&5u32.to_ne_bytes());
+        // The ring pads records to 8 bytes: trailing bytes past `captured` are ignored.
+        record.extend_from_slice(b"hello\0\0\0");
+        let Ok(KernelEvent::Sample(s)) = decode(&record) else {
+            panic!("not decoded as a sample");
+        };
+        assert_eq!((s.side, s.data.as_slice()), (1, &b"hello"[..]));
+        // A header claiming more bytes than the record holds is an error, not a short read.
+        record[captured..captured + 4].copy_from_slice(&500u32.to_ne_bytes());
+        assert!(matches!(decode(&record), Err(DecodeError::Size { .. })));
     }
 }

@@ -5,23 +5,28 @@
 //! lost (a verdict never announced, a close never seen), ends idle flows, and notices
 //! evictions, so every flow with payload is reported once and ended once.
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, hash_map::Entry},
+};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sealwatch_common::{
-    CLASSIFY_WINDOW, Context, Encryption, Protocol, Verdict,
-    event::{FlowNotice, KIND_CLOSE, KIND_VERDICT, PayloadSample},
+    Encryption, Protocol, Verdict,
+    event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
-    judge_unnamed,
-    net::TCP_RST,
+    net::{IPPROTO_TCP, TCP_RST},
 };
 use tracing::{debug, warn};
 
 use crate::{
     clock::{rfc3339, to_system_time},
+    deep::{self, Findings, Settled},
     event::{Endpoints, Event, FlowEnd, FlowEvent},
+    events::Sample,
     policy,
     programs::ifname,
+    streams::Streams,
 };
 
 /// Read access to the kernel flow table (a trait so the tracker is testable without a kernel).
@@ -87,35 +92,18 @@ struct Tracked {
     closing_since: Option<u64>,
     /// The table entry as of the last sweep, for flows evicted before they ended.
     last_seen: Option<FlowState>,
-    /// Each side's first payload window, kept until the flow is reported, to judge flows no
-    /// detector named.
-    first_payload: [Option<Box<FirstPayload>>; 2],
-    /// An `unknown` verdict waiting one tick for the other side's first payload, which the
-    /// kernel queues right after the notice.
-    pending: Option<FlowNotice>,
-    /// What was reported, for the flow's end (it may differ from the kernel's `unknown`).
-    verdict: Option<(Protocol, Encryption)>,
+    /// Each side's first bytes from the payload samples, kept until the flow is reported.
+    streams: Option<Box<Streams>>,
+    /// A verdict waiting for more bytes (the ServerHello, a STARTTLS upgrade, the other side's
+    /// first payload), reported when they come or at the deadline (notice time + hold).
+    pending: Option<(FlowNotice, u64)>,
+    /// What was reported, for the flow's end (it may differ from the kernel's verdict).
+    verdict: Option<Findings>,
 }
 
-/// The first bytes of one side of a flow, as the kernel's classifier saw them.
-#[derive(Debug, Clone)]
-pub struct FirstPayload {
-    pub window: [u8; CLASSIFY_WINDOW],
-    /// Real bytes in `window`.
-    pub len: u32,
-}
-
-impl FirstPayload {
-    pub fn new(bytes: &[u8]) -> FirstPayload {
-        let len = bytes.len().min(CLASSIFY_WINDOW);
-        let mut window = [0u8; CLASSIFY_WINDOW];
-        window[..len].copy_from_slice(&bytes[..len]);
-        FirstPayload {
-            window,
-            len: len as u32,
-        }
-    }
-}
+/// How long a verdict may wait for the bytes that settle it (a ServerHello, a STARTTLS
+/// upgrade) before it is reported with what is known.
+pub const HOLD_NS: u64 = 2_000_000_000;
 
 /// Agent-side counters reported on exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -146,8 +134,10 @@ pub struct FlowTracker<T> {
     time_base: TimeBase,
     timeouts: Timeouts,
     stats: TrackerStats,
-    /// Flows with a held-back `unknown` verdict.
-    pending: usize,
+    /// Held-back verdicts by deadline (entries whose flow was reported since are skipped).
+    deadlines: BinaryHeap<Reverse<(u64, FlowKey)>>,
+    /// Per-side sample size: a side that sent this much will send no more samples.
+    sample_budget: u64,
     /// Closing flows in the order their close was seen, so ending them does not scan every
     /// flow on every tick.
     closing: std::collections::VecDeque<(u64, FlowKey)>,
@@ -163,7 +153,8 @@ impl<T: FlowTable> FlowTracker<T> {
             time_base: TimeBase::Monotonic,
             timeouts,
             stats: TrackerStats::default(),
-            pending: 0,
+            deadlines: BinaryHeap::new(),
+            sample_budget: u64::from(sealwatch_common::DEFAULT_SAMPLE_BYTES),
             closing: std::collections::VecDeque::new(),
         }
     }
@@ -175,6 +166,12 @@ impl<T: FlowTable> FlowTracker<T> {
             time_base: TimeBase::Epoch,
             ..FlowTracker::new(table, timeouts)
         }
+    }
+
+    /// The per-side sample size the kernel (or the offline engine) uses.
+    pub fn with_sample_budget(mut self, bytes: u64) -> FlowTracker<T> {
+        self.sample_budget = bytes;
+        self
     }
 
     pub fn table_mut(&mut self) -> &mut T {
@@ -200,92 +197,85 @@ impl<T: FlowTable> FlowTracker<T> {
                 if tracked.reported || tracked.pending.is_some() {
                     return;
                 }
-                if Protocol::from_u8(n.protocol) == Protocol::Unknown {
-                    tracked.pending = Some(*n);
-                    self.pending += 1;
+                if self.examine(&n.key, n).1 == Settled::Yes {
+                    self.report(n, out);
                     return;
                 }
-                self.report(n, out);
+                let deadline = n.ts_ns.saturating_add(HOLD_NS);
+                if let Some(t) = self.flows.get_mut(&n.key) {
+                    t.pending = Some((*n, deadline));
+                }
+                self.deadlines.push(Reverse((deadline, n.key)));
             }
             KIND_CLOSE => self.mark_closing(n.key, now),
             other => warn!(kind = other, "unexpected notice kind"),
         }
     }
 
-    /// Payload samples feed deeper parsing (TLS details, STARTTLS); for now they are counted.
-    pub fn on_sample(&mut self, s: &PayloadSample) {
+    /// Payload samples feed deeper parsing (TLS details, STARTTLS, unnamed flows) until the
+    /// flow is reported; a held verdict they settle is reported at once.
+    pub fn on_sample(&mut self, s: &Sample, out: &mut Vec<Event>) {
         self.stats.samples += 1;
-        self.stats.sample_bytes += u64::from(s.captured);
-        if s.offset == 0 {
-            let captured = (s.captured as usize).min(s.data.len());
-            self.on_first_payload(&s.key, s.side, FirstPayload::new(&s.data[..captured]));
-        }
-    }
-
-    /// Keeps a side's first payload window while the flow has not been reported.
-    pub fn on_first_payload(&mut self, key: &FlowKey, side: u8, first: FirstPayload) {
-        let tracked = self.flows.entry(*key).or_default();
-        if !tracked.reported {
-            tracked.first_payload[usize::from(side & 1)].get_or_insert_with(|| Box::new(first));
-        }
-    }
-
-    /// Reports the `unknown` verdicts held back for their second side's payload.
-    pub fn flush_pending(&mut self, out: &mut Vec<Event>) {
-        if self.pending == 0 {
+        self.stats.sample_bytes += s.data.len() as u64;
+        let tracked = self.flows.entry(s.key).or_default();
+        if tracked.reported {
             return;
         }
-        let held: Vec<FlowNotice> = self
-            .flows
-            .values_mut()
-            .filter_map(|t| t.pending.take())
-            .collect();
-        self.pending = 0;
-        for n in held {
+        tracked
+            .streams
+            .get_or_insert_with(|| Box::new(Streams::new(s.key.proto == IPPROTO_TCP)))
+            .add(s);
+        if let Some((n, _)) = tracked.pending
+            && self.examine(&s.key, &n).1 == Settled::Yes
+        {
             self.report(&n, out);
         }
     }
 
-    fn report(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
-        let verdict = self.refine(
-            &n.key,
-            (
-                Protocol::from_u8(n.protocol),
-                Encryption::from_u8(n.encryption),
-            ),
-        );
-        let tracked = self.flows.entry(n.key).or_default();
-        tracked.reported = true;
-        tracked.verdict = Some(verdict);
-        tracked.first_payload = [None, None];
-        self.stats.flows_reported += 1;
-        let event = self.flow_event(&n.key, n.client_side, verdict, n.ifindex, n.ts_ns);
-        out.push(Event::Flow(event));
+    /// Reports held verdicts whose deadline has passed.
+    pub fn flush_pending(&mut self, now: u64, out: &mut Vec<Event>) {
+        while let Some(&Reverse((deadline, key))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let held = self
+                .flows
+                .get(&key)
+                .and_then(|t| t.pending)
+                .filter(|(_, d)| *d == deadline);
+            if let Some((n, _)) = held {
+                self.report(&n, out);
+            }
+        }
     }
 
-    /// For a flow no detector named, the judgement of each side's first payload (plaintext on
-    /// either side wins; see `common::classify::randomness`).
-    fn refine(&self, key: &FlowKey, verdict: (Protocol, Encryption)) -> (Protocol, Encryption) {
-        if verdict.0 != Protocol::Unknown {
-            return verdict;
-        }
-        let Some(tracked) = self.flows.get(key) else {
-            return verdict;
-        };
-        let judged = tracked
-            .first_payload
-            .iter()
-            .flatten()
-            .map(|f| {
-                let ctx = Context {
-                    transport: key.proto,
-                    payload_len: f.len,
-                    start_seen: true,
-                };
-                judge_unnamed(&f.window, &ctx)
-            })
-            .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
-        (judged.protocol, judged.encryption)
+    /// Deep parsing of what the flow's samples hold so far.
+    fn examine(&self, key: &FlowKey, n: &FlowNotice) -> (Findings, Settled) {
+        let kernel = Verdict::new(
+            Protocol::from_u8(n.protocol),
+            Encryption::from_u8(n.encryption),
+        );
+        let empty = Streams::default();
+        let streams = self
+            .flows
+            .get(key)
+            .and_then(|t| t.streams.as_deref())
+            .unwrap_or(&empty);
+        let client = Endpoints::client_index(n.client_side);
+        deep::examine(key.proto, kernel, streams, client, self.sample_budget)
+    }
+
+    fn report(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
+        let (findings, _) = self.examine(&n.key, n);
+        let tracked = self.flows.entry(n.key).or_default();
+        tracked.reported = true;
+        tracked.pending = None;
+        tracked.streams = None;
+        tracked.verdict = Some(findings.clone());
+        self.stats.flows_reported += 1;
+        let event = self.flow_event(&n.key, n.client_side, &findings, n.ifindex, n.ts_ns);
+        out.push(Event::Flow(event));
     }
 
     /// Ends flows whose close has lingered long enough. Cheap: runs on every tick.
@@ -403,11 +393,14 @@ impl<T: FlowTable> FlowTracker<T> {
             self.stats.flows_evicted += 1;
         }
         self.stats.flows_ended += 1;
-        let verdict = tracked.verdict.unwrap_or_else(|| verdict_of(&state));
+        let findings = tracked.verdict.unwrap_or_else(|| {
+            let (protocol, encryption) = verdict_of(&state);
+            Findings::plain(Verdict::new(protocol, encryption))
+        });
         let mut event = self.flow_event(
             key,
             state.client_side,
-            verdict,
+            &findings,
             state.ifindex,
             state.last_ns,
         );
@@ -426,13 +419,9 @@ impl<T: FlowTable> FlowTracker<T> {
         out.push(Event::Flow(event));
     }
 
-    /// Drops what user space keeps of a flow, with its held-back verdict if any.
+    /// Drops what user space keeps of a flow (a stale deadline entry is skipped later).
     fn forget(&mut self, key: &FlowKey) -> Tracked {
-        let tracked = self.flows.remove(key).unwrap_or_default();
-        if tracked.pending.is_some() {
-            self.pending = self.pending.saturating_sub(1);
-        }
-        tracked
+        self.flows.remove(key).unwrap_or_default()
     }
 
     fn report_from_state(&mut self, key: &FlowKey, state: &FlowState, out: &mut Vec<Event>) {
@@ -455,11 +444,6 @@ impl<T: FlowTable> FlowTracker<T> {
             ts_ns: at,
             key: *key,
         };
-        if let Some(t) = self.flows.get_mut(key)
-            && t.pending.take().is_some()
-        {
-            self.pending = self.pending.saturating_sub(1);
-        }
         self.report(&notice, out);
     }
 
@@ -467,7 +451,7 @@ impl<T: FlowTable> FlowTracker<T> {
         &mut self,
         key: &FlowKey,
         client_side: u8,
-        (protocol, encryption): (Protocol, Encryption),
+        findings: &Findings,
         ifindex: u32,
         ts_ns: u64,
     ) -> FlowEvent {
@@ -479,15 +463,17 @@ impl<T: FlowTable> FlowTracker<T> {
                 .insert(ifname(ifindex).unwrap_or_else(|| format!("if{ifindex}")))
                 .clone(),
         };
-        FlowEvent::new(
+        let mut event = FlowEvent::new(
             "flow",
             time,
             Endpoints::new(key, client_side),
-            protocol,
-            encryption,
-            policy::decide(encryption),
+            findings.protocol,
+            findings.encryption,
+            policy::decide(findings.encryption),
             interface,
-        )
+        );
+        event.starttls = findings.starttls.then_some(true);
+        event
     }
 }
 

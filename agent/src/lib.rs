@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod deep;
 pub mod event;
 pub mod events;
 pub mod flows;
@@ -12,3 +13,4 @@ pub mod output;
 pub mod policy;
 pub mod programs;
 pub mod run;
+pub mod streams;

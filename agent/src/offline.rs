@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, collections::HashMap, io::Write, path::PathBuf, time::Duration};
 
 use sealwatch_common::{
-    CLASSIFY_WINDOW, Verdict, classify_payload,
+    CLASSIFY_WINDOW, DEFAULT_SAMPLE_BYTES, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{
         FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits,
@@ -22,7 +22,8 @@ use crate::{
     capture::{CaptureError, Frame, Link, read_capture},
     cli::OutputFormat,
     event::Event,
-    flows::{EndOfInput, FirstPayload, FlowTracker, Timeouts},
+    events::Sample,
+    flows::{EndOfInput, FlowTracker, Timeouts},
     output::Output,
 };
 
@@ -40,9 +41,19 @@ pub enum AnalyzeError {
 }
 
 /// Flow tracking over captured frames, following the kernel programs step by step.
-#[derive(Default)]
 pub struct Engine {
     stats: [u64; STAT_COUNT as usize],
+    /// Payload bytes sampled per flow side, as the kernel's `SAMPLE_BYTES`.
+    sample_budget: u32,
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine {
+            stats: [0; STAT_COUNT as usize],
+            sample_budget: u32::from(DEFAULT_SAMPLE_BYTES),
+        }
+    }
 }
 
 impl Engine {
@@ -54,19 +65,19 @@ impl Engine {
         self.stats[s as usize] += 1;
     }
 
-    /// Accounts one frame to its flow; pushes the notices the kernel would have sent.
-    /// `firsts` receives each side's first payload window, as the kernel's samples deliver it.
+    /// Accounts one frame to its flow; pushes the notices and payload samples the kernel
+    /// would have sent.
     pub fn frame(
         &mut self,
         frame: &Frame<'_>,
         table: &mut HashMap<FlowKey, FlowState>,
         notices: &mut Vec<FlowNotice>,
-        firsts: &mut Vec<(FlowKey, u8, FirstPayload)>,
+        samples: &mut Vec<Sample>,
     ) {
         self.count(Stat::Packets);
         let mut p = Parsed::default();
         match parse_frame(frame, &mut p) {
-            Ok(()) => track(frame, &p, table, notices, firsts),
+            Ok(()) => track(frame, &p, table, notices, samples, self.sample_budget),
             Err(Skip::NonIp) => self.count(Stat::NonIp),
             Err(Skip::Fragment) => self.count(Stat::Fragments),
             Err(Skip::OtherTransport) => self.count(Stat::OtherTransport),
@@ -120,7 +131,8 @@ fn track(
     p: &Parsed,
     table: &mut HashMap<FlowKey, FlowState>,
     notices: &mut Vec<FlowNotice>,
-    firsts: &mut Vec<(FlowKey, u8, FirstPayload)>,
+    samples: &mut Vec<Sample>,
+    sample_budget: u32,
 ) {
     let now = frame.ts_ns;
     let side = usize::from(p.side & 1);
@@ -140,10 +152,43 @@ fn track(
             notices.push(notice(KIND_CLOSE, p, state, now));
         }
     }
-    let flags = state.flags;
-    if p.payload_len == 0 || flags & FLOW_VERDICT != 0 {
+    if p.payload_len == 0 {
         return;
     }
+    if state.flags & FLOW_VERDICT == 0 {
+        classify(frame, p, state, notices);
+    }
+    // The kernel's `sample`: whole packets until the side's budget is spent, each cut to
+    // MAX_SAMPLE bytes.
+    let done = u32::from(state.sampled[side]);
+    if done < sample_budget {
+        let n = p.payload_len.min(sample_budget - done);
+        state.sampled[side] = (done + n) as u16;
+        let off = p.payload_off as usize;
+        let captured = (n as usize).min(MAX_SAMPLE);
+        let data = frame
+            .data
+            .get(off..)
+            .map(|rest| &rest[..captured.min(rest.len())])
+            .unwrap_or(&[]);
+        samples.push(Sample {
+            key: p.key,
+            side: p.side,
+            ifindex: 0,
+            seq: p.seq,
+            offset: done,
+            ts_ns: now,
+            payload_len: p.payload_len,
+            data: data.to_vec(),
+        });
+    }
+}
+
+/// The kernel's `classify`: the first payload of each side, until a verdict.
+fn classify(frame: &Frame<'_>, p: &Parsed, state: &mut FlowState, notices: &mut Vec<FlowNotice>) {
+    let now = frame.ts_ns;
+    let side = usize::from(p.side & 1);
+    let flags = state.flags;
     let sent = state.payload_packets[side].saturating_add(1);
     state.payload_packets[side] = sent;
     let verdict = match payload_step(flags, p.side, sent) {
@@ -153,17 +198,14 @@ fn track(
             let (mine, theirs) = classified_bits(p.side);
             state.flags |= mine;
             // The kernel's window exactly: the first bytes, zero-padded to CLASSIFY_WINDOW.
-            // FirstPayload builds exactly that window; it also goes to the tracker.
             let off = p.payload_off as usize;
             let n = (p.payload_len as usize).min(CLASSIFY_WINDOW);
-            let bytes = frame.data.get(off..off + n);
-            let first = FirstPayload::new(bytes.unwrap_or(&[]));
-            let ctx = classify_context(flags, p.key.proto, p.payload_len);
-            let verdict = conclude(classify_payload(&first.window, &ctx), flags & theirs != 0);
-            if bytes.is_some() {
-                firsts.push((p.key, p.side, first));
+            let mut window = [0u8; CLASSIFY_WINDOW];
+            if let Some(bytes) = frame.data.get(off..off + n) {
+                window[..n].copy_from_slice(bytes);
             }
-            verdict
+            let ctx = classify_context(flags, p.key.proto, p.payload_len);
+            conclude(classify_payload(&window, &ctx), flags & theirs != 0)
         }
     };
     if let Some(v) = verdict {
@@ -248,21 +290,22 @@ pub fn analyze<W: Write>(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name);
         let mut engine = Engine::default();
-        let (mut notices, mut firsts, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name)
+            .with_sample_budget(u64::from(engine.sample_budget));
+        let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
-            engine.frame(frame, tracker.table_mut(), &mut notices, &mut firsts);
-            for (key, side, first) in firsts.drain(..) {
-                tracker.on_first_payload(&key, side, first);
-            }
+            engine.frame(frame, tracker.table_mut(), &mut notices, &mut samples);
+            // Live, the kernel queues a packet's notice before its sample.
             for n in notices.drain(..) {
                 tracker.on_notice(&n, frame.ts_ns, &mut events);
             }
-            // Both sides' first payloads are in by now: nothing to wait for, unlike live.
-            tracker.flush_pending(&mut events);
+            for s in samples.drain(..) {
+                tracker.on_sample(&s, &mut events);
+            }
+            tracker.flush_pending(frame.ts_ns, &mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);
                 next_tick = frame.ts_ns.saturating_add(TICK_NS);

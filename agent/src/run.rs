@@ -95,7 +95,8 @@ pub async fn run<W: Write>(
         idle_ns: args.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
         linger_ns: CLOSE_LINGER.as_nanos() as u64,
     };
-    let mut tracker = FlowTracker::new(table, timeouts);
+    let mut tracker =
+        FlowTracker::new(table, timeouts).with_sample_budget(u64::from(args.sample_bytes));
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_sweep = monotonic_ns();
@@ -105,7 +106,7 @@ pub async fn run<W: Write>(
             Some(event) = rx.recv() => handle(&mut tracker, event, &mut pending),
             _ = tick.tick() => {
                 let now = monotonic_ns();
-                tracker.flush_pending(&mut pending);
+                tracker.flush_pending(now, &mut pending);
                 tracker.end_closed(now, &mut pending);
                                 if now >= next_sweep {
                     tracker.sweep(now, &mut pending);
@@ -155,7 +156,7 @@ fn handle<T: crate::flows::FlowTable>(
 ) {
     match event {
         KernelEvent::Notice(n) => tracker.on_notice(&n, monotonic_ns(), out),
-        KernelEvent::Sample(s) => tracker.on_sample(&s),
+        KernelEvent::Sample(s) => tracker.on_sample(&s, out),
     }
 }
 

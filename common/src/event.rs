@@ -57,4 +57,9 @@ pub struct PayloadSample {
     pub captured: u32,
     pub data: [u8; MAX_SAMPLE],
 }
-const _: () = assert!(core::mem::size_of::<PayloadSample>() == 72 + MAX_SAMPLE);
+const _: () = assert!(core::mem::size_of::<PayloadSample>() == SAMPLE_HEADER_LEN + MAX_SAMPLE);
+
+/// Bytes of a [`PayloadSample`] before `data`. Records on the ring are this header plus the
+/// `captured` bytes only, so small packets do not take a full record's room.
+pub const SAMPLE_HEADER_LEN: usize = core::mem::offset_of!(PayloadSample, data);
+const _: () = assert!(SAMPLE_HEADER_LEN == 72);

@@ -27,12 +27,15 @@ pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;
 /// Ring-buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 4 << 20;
 
-/// Kernel global: bytes of payload to sample per flow direction (at most [`MAX_SAMPLE`]).
+/// Kernel global: bytes of payload to sample per flow direction (at most [`MAX_SAMPLE_BYTES`]).
 pub const SAMPLE_BYTES_GLOBAL: &str = "SAMPLE_BYTES";
 /// Default sample size per flow direction.
-pub const DEFAULT_SAMPLE_BYTES: u16 = 512;
+pub const DEFAULT_SAMPLE_BYTES: u16 = 2048;
 /// Largest payload copy one [`event::PayloadSample`] record can hold.
-pub const MAX_SAMPLE: usize = 1024;
+pub const MAX_SAMPLE: usize = 2048;
+/// Largest per-direction sample budget: a ClientHello offering a post-quantum key share is
+/// about 1.8 KB, and STARTTLS protocols talk a little before theirs.
+pub const MAX_SAMPLE_BYTES: u16 = 8192;
 /// Payload bytes the kernel hands to [`classify_payload`]: enough for every v1 detector.
 pub const CLASSIFY_WINDOW: usize = 64;
 /// A direction that sent this many payload packets without a verdict ends classification as

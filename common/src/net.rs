@@ -18,11 +18,17 @@ pub const IPV6_HDR_LEN: usize = 40;
 /// IPv4 flags/fragment-offset: More Fragments bit and offset mask.
 pub const IPV4_MF: u16 = 0x2000;
 pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// IPv6 fragment header: fixed 8 bytes; offset in the top 13 bits of bytes 2-3.
+pub const IPV6_FRAG_HDR_LEN: usize = 8;
+pub const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
 
 pub const IPPROTO_HOPOPTS: u8 = 0;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPsec: Encapsulating Security Payload and Authentication Header, tracked as port-less flows.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IGMP: u8 = 2;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_AH: u8 = 51;
 pub const IPPROTO_ROUTING: u8 = 43;

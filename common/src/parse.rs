@@ -126,7 +126,10 @@ fn parse_ipv4(
     if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
         return Err(Skip::Malformed);
     }
-    if be16(ip[6], ip[7]) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
+    // A first fragment carries the transport header and the payload's first bytes, which is
+    // all classification needs (a large DNSCrypt or DTLS datagram is often fragmented); later
+    // fragments carry no ports and are only counted.
+    if be16(ip[6], ip[7]) & IPV4_FRAG_OFFSET_MASK != 0 {
         return Err(Skip::Fragment);
     }
     // Total length 0 means a GSO packet over 64 KiB (BIG TCP): take the real length.
@@ -188,7 +191,15 @@ fn parse_ipv6(
                 next = nh;
                 l4 += (usize::from(len) + 1) * 8;
             }
-            IPPROTO_FRAGMENT => return Err(Skip::Fragment),
+            // As for IPv4: a first fragment is parsed on, later ones only counted.
+            IPPROTO_FRAGMENT => {
+                let &[nh, _, o0, o1] = header::<4>(start, end, l4)?;
+                if be16(o0, o1) & IPV6_FRAG_OFFSET_MASK != 0 {
+                    return Err(Skip::Fragment);
+                }
+                next = nh;
+                l4 += IPV6_FRAG_HDR_LEN;
+            }
             _ => break,
         }
     }
@@ -261,6 +272,8 @@ fn parse_l4(
         // Port-less flows between two hosts, as AWS flow logs record them; the classifier reads
         // the IPsec header itself from the payload.
         IPPROTO_ESP | IPPROTO_AH => (0, 0, None, 0, 0),
+        // Control messages in clear between two hosts, one flow per pair like AWS flow logs.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_IGMP => (0, 0, None, 0, 0),
         _ => return Err(Skip::OtherTransport),
     };
     let payload_off = l4.off as u32 + hdr_len;

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
+    event::PayloadSample,
     flow::{FlowKey, FlowState},
     stats::{STAT_COUNT, Stat},
 };
@@ -27,6 +28,11 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 /// Per-CPU scratch space for the classifier's window: 64 bytes the BPF stack cannot spare.
 #[map]
 pub static WINDOW: PerCpuArray<[u8; CLASSIFY_WINDOW]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch record for payload samples: filled here, then only its used part is copied
+/// to the ring (`bpf_ringbuf_output`), so a 60-byte packet does not take a 2 KB slot.
+#[map]
+pub static SAMPLE_SCRATCH: PerCpuArray<PayloadSample> = PerCpuArray::with_max_entries(1, 0);
 
 /// Payload bytes to sample per flow direction; set by user space at load time.
 #[unsafe(no_mangle)]

@@ -6,8 +6,8 @@ use core::{ffi::c_void, ptr::addr_of_mut};
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use sealwatch_common::{
-    CLASSIFY_WINDOW, MAX_SAMPLE, Verdict, classify_payload,
-    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample},
+    CLASSIFY_WINDOW, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
+    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, SAMPLE_HEADER_LEN},
     flow::{
         FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
         client_side, conclude, payload_step, tcp_flag_bits,
@@ -17,7 +17,7 @@ use sealwatch_common::{
 
 use crate::{
     atomic::{add_u64, fetch_or_u64, load_u64},
-    maps::{EVENTS, FLOWS, SAMPLE_BYTES, WINDOW, count},
+    maps::{EVENTS, FLOWS, SAMPLE_BYTES, SAMPLE_SCRATCH, WINDOW, count},
     packet::{Packet, Parsed},
 };
 
@@ -67,7 +67,7 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
 
 #[inline(always)]
 fn sample_limit() -> u32 {
-    u32::from(SAMPLE_BYTES.load()).min(MAX_SAMPLE as u32)
+    u32::from(SAMPLE_BYTES.load().min(MAX_SAMPLE_BYTES))
 }
 
 #[inline(never)]
@@ -216,15 +216,17 @@ fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) ->
     if n > MAX_SAMPLE as u32 {
         n = MAX_SAMPLE as u32;
     }
-    if n == 0 {
+    // Reloaded from memory and checked right before use: on the arithmetic's own register
+    // LLVM checks a zero-extended copy, and the verifier loses the lower bound of the value
+    // actually passed (`invalid zero-sized read`).
+    // SAFETY: reads a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > MAX_SAMPLE as u32 {
         return Ok(());
     }
-    let Some(mut entry) = EVENTS.reserve::<PayloadSample>(0) else {
-        return Err(Stat::SamplesLost);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved, writable PayloadSample; `n` is in 1..=MAX_SAMPLE so
-    // the copy stays inside `data`.
+    let rec = SAMPLE_SCRATCH.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
+    // SAFETY: `rec` is this CPU's scratch PayloadSample; `n` is in 1..=MAX_SAMPLE so the copy
+    // stays inside `data`.
     let copied = unsafe {
         (*rec).kind = KIND_SAMPLE;
         (*rec).hook = seen.hook;
@@ -240,9 +242,12 @@ fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) ->
         pkt.load_bytes(p.payload_off, addr_of_mut!((*rec).data) as *mut c_void, n)
     };
     if copied != 0 {
-        entry.discard(0);
         return Err(Stat::LoadBytesFailed);
     }
-    entry.submit(0);
-    Ok(())
+    // SAFETY: the header and the `n` bytes just loaded, all inside the scratch record.
+    let used =
+        unsafe { core::slice::from_raw_parts(rec.cast::<u8>(), SAMPLE_HEADER_LEN + n as usize) };
+    EVENTS
+        .output::<[u8]>(used, 0)
+        .map_err(|_| Stat::SamplesLost)
 }

@@ -22,7 +22,7 @@ use sealwatch_common::{
     Encryption, Protocol,
     event::{KIND_CLOSE, KIND_VERDICT},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
-    net::{FAMILY_IPV6, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP},
+    net::{FAMILY_IPV6, IPPROTO_ESP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     stats::Stat,
 };
 use sealwatch_tests::require_root;
@@ -55,7 +55,7 @@ struct Kernel {
 impl Kernel {
     fn load() -> Kernel {
         let mut programs = Programs::load(LoadOptions {
-            sample_bytes: 512,
+            sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
             flow_capacity: 1024,
             kernel_log_level: 0,
         })
@@ -202,8 +202,10 @@ fn http_exchange_on(program: &str, expected_ret: i32) {
         .iter()
         .find(|s| s.side == client_side)
         .expect("request sample");
-    assert_eq!(req_sample.captured as usize, HTTP_REQUEST.len());
-    assert_eq!(&req_sample.data[..HTTP_REQUEST.len()], HTTP_REQUEST);
+    assert_eq!(
+        req_sample.data, HTTP_REQUEST,
+        "the record carries exactly the payload"
+    );
     assert_eq!((req_sample.seq, req_sample.offset), (1000, 0));
     assert_eq!(k.stat(Stat::Packets), 2);
 }
@@ -257,16 +259,16 @@ fn tls_client_hello_over_ipv6_behind_a_vlan_tag() {
         (Protocol::Tls, Encryption::Encrypted)
     );
     assert_eq!(k.stat(Stat::Malformed), 0);
-    // 517 bytes of hello, 512 sampled (the default).
+    // 517 bytes of hello, all sampled (the default budget is 2048 per side).
     let sampled: u32 = k
         .drain()
         .iter()
         .map(|e| match e {
-            KernelEvent::Sample(s) => s.captured,
+            KernelEvent::Sample(s) => s.data.len() as u32,
             _ => 0,
         })
         .sum();
-    assert_eq!(sampled, 512);
+    assert_eq!(sampled, 517);
 }
 
 #[test]
@@ -355,7 +357,8 @@ fn skipped_packets_are_counted_not_tracked() {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     k.run("tc_ingress", &arp);
 
-    // IPv4 first fragment (MF set) and a later fragment (offset 185).
+    // IPv4 first fragment (MF set: tracked, it holds the ports) and a later fragment (offset
+    // 185: counted).
     let mut frag = good.clone();
     frag[14 + 6] = 0x20;
     k.run("tc_ingress", &frag);
@@ -363,7 +366,7 @@ fn skipped_packets_are_counted_not_tracked() {
     frag[14 + 7] = 0xb9;
     k.run("xdp_ingress", &frag);
 
-    // IPv6 with a fragment header.
+    // IPv6 with a fragment header, offset 0: tracked like the IPv4 first fragment.
     let mut v6frag = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv6(CLIENT6.octets(), SERVER6.octets(), 64)
@@ -378,7 +381,7 @@ fn skipped_packets_are_counted_not_tracked() {
     with_frag[18..20].copy_from_slice(&plen.to_be_bytes());
     k.run("tc_ingress", &with_frag);
 
-    // ICMP echo.
+    // ICMP echo: a port-less flow.
     let mut icmp = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(CLIENT.octets(), SERVER.octets(), 64)
@@ -386,6 +389,11 @@ fn skipped_packets_are_counted_not_tracked() {
         .write(&mut icmp, b"ping")
         .expect("build");
     k.run("tc_ingress", &icmp);
+
+    // SCTP: a transport we do not follow.
+    let mut sctp = good.clone();
+    sctp[14 + 9] = 132;
+    k.run("tc_ingress", &sctp);
 
     // Malformed: TCP header cut short; IHL below 5; a data offset below 5.
     k.run("tc_ingress", &good[..14 + 20 + 10]);
@@ -409,11 +417,17 @@ fn skipped_packets_are_counted_not_tracked() {
     k.run("tc_ingress", &long_chain);
 
     assert_eq!(k.stat(Stat::NonIp), 1);
-    assert_eq!(k.stat(Stat::Fragments), 3);
+    assert_eq!(k.stat(Stat::Fragments), 1);
     assert_eq!(k.stat(Stat::OtherTransport), 1);
     assert_eq!(k.stat(Stat::Malformed), 4);
-    assert_eq!(k.stat(Stat::Packets), 9);
-    assert_eq!(k.flows.keys().count(), 0, "none of them created a flow");
+    assert_eq!(k.stat(Stat::Packets), 10);
+    let mut tracked: Vec<u8> = k.flows.keys().map(|k| k.expect("key").proto).collect();
+    tracked.sort();
+    assert_eq!(
+        tracked,
+        [IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP],
+        "first fragments and ICMP are flows, nothing else is"
+    );
 
     // And a chain within the bound is walked: two hop-by-hop/destination headers, then UDP.
     let mut short_chain = v6frag[..14 + 40].to_vec();
@@ -426,7 +440,8 @@ fn skipped_packets_are_counted_not_tracked() {
     k.run("tc_ingress", &short_chain);
     let (key, _) = key6(IPPROTO_UDP, (CLIENT6, 5000), (SERVER6, 6000));
     let st = k.flow(&key).expect("flow behind two extension headers");
-    assert_eq!(st.payload_packets.iter().sum::<u8>(), 1);
+    // This packet and the first fragment above share the 5-tuple.
+    assert_eq!(st.payload_packets.iter().sum::<u8>(), 2);
 }
 
 #[test]

@@ -11,6 +11,9 @@ const MIN_MESSAGE_LEN: u32 = HEADER_LEN as u32 + 5;
 const LABELS_CHECKED: usize = 3;
 /// Bytes checked per label: enough to tell a name from binary, and bounded for the verifier.
 const LABEL_BYTES_CHECKED: usize = 16;
+/// Labels walked to find the end of a question name.
+const MAX_NAME_LABELS: usize = 8;
+const TYPE_TXT: u16 = 16;
 
 #[inline(always)]
 pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
@@ -39,17 +42,66 @@ pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
     Some(Verdict::new(Protocol::Dns, Encryption::Plaintext))
 }
 
-/// The question is `1.dnscrypt-cert.` or `2.dnscrypt-cert.` (any letter case: resolvers
-/// randomise it).
+/// A DNSCrypt client fetching its resolver's certificate: a TXT question for the provider
+/// name, which by the protocol's convention starts with the certificate version label `1.` or
+/// `2.` (`2.dnscrypt-cert.example.`, `2.securedns.example.`; any letter case, resolvers
+/// randomise it). The TXT type matters: `2.pool.ntp.org`-style A queries are plain DNS.
 #[inline(always)]
 fn dnscrypt_cert_query(m: &[u8], start: usize) -> bool {
-    const CERT_LABEL: &[u8; 14] = b"\x0ddnscrypt-cert";
     let name = start.saturating_add(HEADER_LEN);
     let version = (m.get(name), m.get(name.saturating_add(1)));
     if !matches!(version, (Some(1), Some(b'1' | b'2'))) {
         return false;
     }
-    let label = name.saturating_add(2);
+    let provider = name.saturating_add(2);
+    if !m
+        .get(provider.saturating_add(1))
+        .is_some_and(u8::is_ascii_alphabetic)
+    {
+        return false;
+    }
+    dnscrypt_cert_label(m, provider) || question_type(m, name) == Some(TYPE_TXT)
+}
+
+/// The QTYPE after the question name at `name`, if the name ends inside the window.
+#[inline(always)]
+fn question_type(m: &[u8], name: usize) -> Option<u16> {
+    let mut at = name;
+    for _ in 0..MAX_NAME_LABELS {
+        let len = *m.get(at)?;
+        if len == 0 {
+            // Reloaded and checked right here: otherwise LLVM reuses the pointer it made for
+            // `m.get(at)` above, whose bound the verifier knows only from that earlier check.
+            // SAFETY: reads a local.
+            let at = unsafe { core::ptr::read_volatile(&at) };
+            if at >= m.len().saturating_sub(2) {
+                return None;
+            }
+            return be16(m, at.wrapping_add(1));
+        }
+        if len > 63 {
+            return None;
+        }
+        at = at.saturating_add(1).saturating_add(usize::from(len));
+    }
+    None
+}
+
+/// DNSCrypt v2 responses start with the constant resolver magic (after the 2-byte length on
+/// TCP); the rest of the message is encrypted.
+#[inline(always)]
+pub(super) fn dnscrypt_response(w: &[u8], ctx: &Context) -> Option<Verdict> {
+    const RESOLVER_MAGIC: &[u8; 8] = b"r6fnvWj8";
+    let start = if ctx.is_udp() { 0 } else { 2 };
+    let rest = w.get(start..)?;
+    (ctx.payload_len > 8 && super::has_prefix(rest, RESOLVER_MAGIC))
+        .then(|| Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted))
+}
+
+/// The provider label is the conventional `dnscrypt-cert`.
+#[inline(always)]
+fn dnscrypt_cert_label(m: &[u8], label: usize) -> bool {
+    const CERT_LABEL: &[u8; 14] = b"\x0ddnscrypt-cert";
     for (i, want) in CERT_LABEL.iter().enumerate() {
         match m.get(label.saturating_add(i)) {
             Some(b) if b.to_ascii_lowercase() == *want => {}
@@ -154,9 +206,42 @@ mod tests {
         other[16] = b'x';
         assert_eq!(
             detect(&other, &Context::udp(512)),
-            DNS,
-            "any other name is plain DNS"
+            Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted)),
+            "a TXT question for another `2.` provider name"
         );
+        // The same name asked as type A is an ordinary lookup.
+        other[0x2c] = 0x01;
+        assert_eq!(detect(&other, &Context::udp(512)), DNS);
+    }
+
+    /// Avast SecureDNS fetching its certificate: TXT `2.SeCURednS.aVasT.CoM` (avast_securedns
+    /// capture of the corpus).
+    const PROVIDER_QUERY: &str =
+        "48c401000001000000000000013209536543555265646e5305615661735403436f4d0000100001";
+
+    #[test]
+    fn provider_certificate_queries_but_not_lookalikes() {
+        let dnscrypt = Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted));
+        assert_eq!(detect(&hex(PROVIDER_QUERY), &Context::udp(39)), dnscrypt);
+        // `2.pool.ntp.org` type A, and a DNS blocklist TXT lookup `2.0.0.127.zen.spamhaus.org`.
+        let ntp = hex("123401000001000000000000013204706f6f6c036e7470036f72670000010001");
+        assert_eq!(detect(&ntp, &Context::udp(32)), DNS);
+        let dnsbl = hex(
+            "12340100000100000000000001320130013003313237037a656e087370616d68617573036f72670000100001",
+        );
+        assert_eq!(detect(&dnsbl, &Context::udp(44)), DNS);
+    }
+
+    #[test]
+    fn resolver_magic_starts_dnscrypt_responses() {
+        // Start of a DNSCrypt v2 response (dnscrypt-v1-and-resolver-pings capture).
+        let reply = hex("7236666e76576a38ee94820de238d992cb31419a920c05262a97dde3d0453dc5");
+        let dnscrypt = Some(Verdict::new(Protocol::Dnscrypt, Encryption::Encrypted));
+        assert_eq!(dnscrypt_response(&reply, &Context::udp(368)), dnscrypt);
+        let mut tcp = vec![0x01, 0x70];
+        tcp.extend(&reply);
+        assert_eq!(dnscrypt_response(&tcp, &Context::tcp(370, true)), dnscrypt);
+        assert_eq!(dnscrypt_response(&reply[1..], &Context::udp(367)), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod ntp;
 
 mod quic;
 mod randomness;
+pub use randomness::framed_in_clear;
 mod services;
 
 use randomness::ByteStats;
@@ -40,7 +41,9 @@ mod ssh;
 mod tls;
 mod wireguard;
 
-use crate::net::{IPPROTO_AH, IPPROTO_ESP, IPPROTO_TCP, IPPROTO_UDP};
+use crate::net::{
+    IPPROTO_AH, IPPROTO_ESP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IGMP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 /// Protocol family of a flow; the `u8` value is what the flow table stores.
 #[repr(u8)]
@@ -329,6 +332,16 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
     }
     if ctx.transport == IPPROTO_ESP || ctx.transport == IPPROTO_AH {
         return ipsec::detect(window, ctx);
+    }
+    // Control messages carry no encryption of their own.
+    if ctx.transport == IPPROTO_ICMP || ctx.transport == IPPROTO_ICMPV6 {
+        return Verdict::new(Protocol::Icmp, Encryption::Plaintext);
+    }
+    if ctx.transport == IPPROTO_IGMP {
+        return Verdict::new(Protocol::Igmp, Encryption::Plaintext);
+    }
+    if let Some(v) = dns::dnscrypt_response(window, ctx) {
+        return v;
     }
     if ctx.is_udp() {
         if let Some(v) = quic::detect(window, ctx) {

@@ -96,7 +96,58 @@ pub(super) fn judge(w: &[u8], ctx: &Context, s: &ByteStats) -> Verdict {
     if n < MIN_BYTES_FOR_RANDOM || rtp_shaped(w, ctx) {
         return Verdict::UNKNOWN;
     }
+    if compressed_near_start(w, n) || framed_in_clear(w, ctx.payload_len) {
+        return plaintext;
+    }
     Verdict::new(Protocol::Unknown, Encryption::Encrypted)
+}
+
+/// A length field in the clear at the start that matches the packet: the payload has a visible
+/// header, so it is not the uniformly random stream a fully encrypted protocol sends (those hide
+/// their framing, e.g. Shadowsocks encrypts its length field). What follows may well be
+/// ciphertext, but nothing proves it, so the flow is not called encrypted. A random payload
+/// matches by chance about once in 4,000.
+#[inline(always)]
+pub fn framed_in_clear(w: &[u8], payload_len: u32) -> bool {
+    for off in 0..4usize {
+        let (Some(&a), Some(&b)) = (w.get(off), w.get(off.wrapping_add(1))) else {
+            return false;
+        };
+        let after = payload_len.wrapping_sub(off as u32).wrapping_sub(2);
+        for v in [
+            u32::from(u16::from_be_bytes([a, b])),
+            u32::from(u16::from_le_bytes([a, b])),
+        ] {
+            if v >= 8 && (v == payload_len || v == after) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Bytes at the start searched for a compression header behind a protocol's own header.
+const COMPRESSION_HEADER_SEARCH: usize = 16;
+
+/// A zlib (RFC 1950: deflate, window up to 32K, header checksum) or gzip header within the
+/// first bytes: compressed data in the clear (Zabbix, compressed RPC and HTTP bodies) looks as
+/// random as ciphertext, and its header is what gives it away. A random payload holds one by
+/// chance about once in 700.
+#[inline(always)]
+fn compressed_near_start(w: &[u8], n: usize) -> bool {
+    for i in 0..COMPRESSION_HEADER_SEARCH.min(n.saturating_sub(2)) {
+        let (Some(&a), Some(&b), Some(&c)) =
+            (w.get(i), w.get(i.wrapping_add(1)), w.get(i.wrapping_add(2)))
+        else {
+            return false;
+        };
+        let zlib = a == 0x78 && (u16::from(a) << 8 | u16::from(b)) % 31 == 0 && b & 0x20 == 0;
+        let gzip = a == 0x1f && b == 0x8b && c == 0x08;
+        if zlib || gzip {
+            return true;
+        }
+    }
+    false
 }
 
 /// 1 for bytes 0x20-0x7e, else 0, without a branch: both `b - 0x20` and `0x7e - b` must be
@@ -159,6 +210,39 @@ mod tests {
         assert_eq!(judge(zabbix, &Context::tcp(27, true)), PLAINTEXT);
         let fix = b"8=FIX.4.2\x019=65\x0135=A\x0134=1\x0149=SERVER\x0152=20240101-00:00:00";
         assert_eq!(judge(fix, &Context::tcp(57, true)), PLAINTEXT);
+    }
+
+    #[test]
+    fn compressed_payload_behind_a_header_is_plaintext() {
+        // Zabbix 4 compressed request: `ZBXD`, flags 0x03, lengths, then zlib (zabbix capture).
+        let zabbix = hex(
+            "5a42584403f4000000ee010000789c8cd14d6ac3301005e0ab94b7568546d28c7e8ed2d28564abad69ead0d80985",
+        );
+        assert_eq!(judge(&zabbix, &Context::tcp(257, true)), PLAINTEXT);
+        let mut gzip = noise(64, 11);
+        gzip[4..7].copy_from_slice(&[0x1f, 0x8b, 0x08]);
+        assert_eq!(judge(&gzip, &Context::tcp(300, true)), PLAINTEXT);
+        // Random payloads rarely hold a header by chance.
+        let hits = (1..5000)
+            .filter(|&seed| compressed_near_start(&noise(64, seed), 64))
+            .count();
+        assert!(hits < 15, "{hits} of 5000 random payloads hold a header");
+    }
+
+    #[test]
+    fn a_clear_length_header_is_not_fully_encrypted() {
+        // A proprietary messaging protocol: type 0x25, big-endian length 0x45 of the 69-byte
+        // payload, then ciphertext (jabber capture, port 5223).
+        let msg = hex("25004514" /* type, length, ... */);
+        let mut framed = msg.clone();
+        framed.extend(noise(65, 7));
+        assert_eq!(judge(&framed, &Context::tcp(69, true)), PLAINTEXT);
+        // The same bytes with a length that does not match stay random.
+        assert_eq!(judge(&framed, &Context::tcp(400, true)), RANDOM);
+        let hits = (1..5000)
+            .filter(|&seed| framed_in_clear(&noise(64, seed), 64 + seed as u32 % 1400))
+            .count();
+        assert!(hits < 10, "{hits} of 5000 random payloads look framed");
     }
 
     #[test]

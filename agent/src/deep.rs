@@ -1,0 +1,390 @@
+//! What user space adds to the kernel's verdict once it has each side's first bytes: the TLS
+//! handshake's details, in-band upgrades to TLS (STARTTLS, PostgreSQL SSLRequest, proxies and
+//! tunnels that carry TLS after a plaintext preamble, STUN before DTLS), and a judgement of
+//! flows no detector named.
+
+use sealwatch_common::{
+        Context, Encryption, Protocol, Verdict, classify::framed_in_clear, classify_payload,
+    judge_unnamed,
+    net::{IPPROTO_TCP, IPPROTO_UDP},
+};
+
+use crate::streams::Streams;
+
+/// Bytes the kernel classifier sees of a side's first payload.
+const WINDOW: usize = sealwatch_common::CLASSIFY_WINDOW;
+
+/// The verdict as reported, with what deep parsing found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Findings {
+    pub protocol: Protocol,
+    pub encryption: Encryption,
+    /// A plaintext protocol switched to TLS in-band.
+    pub starttls: bool,
+    /// Where each side's TLS (or DTLS) starts in its stream, when it does.
+    pub tls_start: [Option<usize>; 2],
+}
+
+impl Findings {
+    /// The kernel's verdict, nothing added.
+    pub fn plain(v: Verdict) -> Findings {
+        Findings {
+            protocol: v.protocol,
+            encryption: v.encryption,
+            starttls: false,
+            tls_start: [None, None],
+        }
+    }
+}
+
+/// Whether the findings can still change as more bytes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Yes,
+    /// More bytes could change the findings; report when they come or the hold expires.
+    Waiting,
+}
+
+/// Protocols that can switch to TLS (or DTLS) later in the same flow, so their plaintext
+/// verdict holds only once the upgrade did not come.
+pub const fn may_upgrade(p: Protocol) -> bool {
+    matches!(
+        p,
+        Protocol::Smtp
+            | Protocol::Imap
+            | Protocol::Pop3
+            | Protocol::Ftp
+            | Protocol::Ldap
+            | Protocol::Postgresql
+            | Protocol::Mysql
+            | Protocol::Xmpp
+            | Protocol::Stun
+            | Protocol::Http
+            | Protocol::Unknown
+    )
+}
+
+/// Examines a flow. `client` is the flow-key side of the client; `budget` the per-side sample
+/// size (a side that reached it will not grow).
+pub fn examine(
+    proto: u8,
+    kernel: Verdict,
+    streams: &Streams,
+    client: u8,
+    budget: u64,
+) -> (Findings, Settled) {
+    let mut f = Findings {
+        protocol: kernel.protocol,
+        encryption: kernel.encryption,
+        starttls: false,
+        tls_start: [None, None],
+    };
+    let (cs, ss) = (streams.side(client), streams.side(client ^ 1));
+    let both_spoke = !cs.is_empty() && !ss.is_empty();
+    let server_may_grow = ss.may_grow(budget);
+
+    match kernel.protocol {
+        Protocol::Tls => {
+            f.tls_start = [Some(0), Some(0)];
+            // The ServerHello fixes version and cipher.
+            let settled = server_hello_at(ss.bytes()).is_some() || !server_may_grow;
+            return (
+                f,
+                if settled {
+                    Settled::Yes
+                } else {
+                    Settled::Waiting
+                },
+            );
+        }
+        Protocol::Dtls => {
+            let settled = !ss.is_empty() || !server_may_grow;
+            return (
+                f,
+                if settled {
+                    Settled::Yes
+                } else {
+                    Settled::Waiting
+                },
+            );
+        }
+        _ => {}
+    }
+
+    if kernel.protocol == Protocol::Unknown {
+        // The kernel named neither side: judge each side's first bytes.
+        let judged = [cs, ss]
+            .iter()
+            .filter_map(|s| first_window(s, proto))
+            .map(|(window, len)| {
+                let ctx = Context {
+                    transport: proto,
+                    payload_len: len,
+                    start_seen: true,
+                };
+                judge_unnamed(&window, &ctx)
+            })
+                        .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
+        f.encryption = judged.encryption;
+        if f.encryption == Encryption::Encrypted
+            && [cs, ss].iter().any(|s| first_packet_framed(s, proto))
+        {
+            f.encryption = Encryption::Plaintext;
+        }
+    }
+
+    if !(may_upgrade(kernel.protocol) && f.encryption != Encryption::Encrypted) {
+        return (f, Settled::Yes);
+    }
+    // Of HTTP, only a proxy tunnel (CONNECT) goes on to carry TLS.
+    if kernel.protocol == Protocol::Http && !cs.bytes().starts_with(b"CONNECT ") {
+        return (f, Settled::Yes);
+    }
+    let client_may_grow = cs.may_grow(budget);
+    match proto {
+        IPPROTO_TCP => {
+            let hello = client_hello_after_preamble(cs.bytes());
+            match hello {
+                Some(at) => {
+                    let answer = server_hello_at(ss.bytes());
+                    if answer.is_none() && server_may_grow {
+                        return (f, Settled::Waiting);
+                    }
+                    // A ClientHello answered by a ServerHello is an upgrade; an unanswered one
+                    // was refused (or answered beyond the sample: calling a plaintext flow
+                    // encrypted is the worse mistake).
+                    if answer.is_some() {
+                        f.encryption = Encryption::Encrypted;
+                        f.starttls = true;
+                        if f.protocol == Protocol::Unknown || f.protocol == Protocol::Http {
+                            f.protocol = Protocol::Tls;
+                        }
+                        let client_index = usize::from(client & 1);
+                        f.tls_start[client_index] = Some(at);
+                        f.tls_start[client_index ^ 1] = answer;
+                    }
+                    (f, Settled::Yes)
+                }
+                None if client_may_grow => (f, Settled::Waiting),
+                None => (f, Settled::Yes),
+            }
+        }
+        IPPROTO_UDP => {
+            // STUN (or anything unnamed) first, then DTLS on the same 5-tuple.
+            let dtls = [cs, ss].iter().any(|s| {
+                s.datagrams().skip(1).any(|d| {
+                    let ctx = Context::udp(d.len() as u32);
+                    let w = window_of(d);
+                    classify_payload(&w, &ctx).protocol == Protocol::Dtls
+                })
+            });
+            if dtls {
+                f.protocol = Protocol::Dtls;
+                f.encryption = Encryption::Encrypted;
+                return (f, Settled::Yes);
+            }
+            if (client_may_grow || server_may_grow) && !both_spoke {
+                return (f, Settled::Waiting);
+            }
+            let datagrams = cs.datagrams().count() + ss.datagrams().count();
+            if datagrams < 4 && (client_may_grow || server_may_grow) {
+                return (f, Settled::Waiting);
+            }
+            (f, Settled::Yes)
+        }
+        _ => (f, Settled::Yes),
+    }
+}
+
+/// A side's first payload as the kernel's classifier window, and its length.
+/// For TCP the stream's first bytes (a first packet of a few bytes says little), for
+/// datagrams the first one.
+fn first_window(s: &crate::streams::SideStream, proto: u8) -> Option<([u8; WINDOW], u32)> {
+    let first = if proto == IPPROTO_TCP {
+        s.bytes()
+    } else {
+        s.datagrams().next()?
+    };
+    if first.is_empty() {
+        return None;
+    }
+    Some((window_of(first), first.len() as u32))
+}
+
+/// A TCP side whose first packet starts with a length field matching it shows its framing in
+/// the clear (see `framed_in_clear`): the judgement over the joined stream cannot see that.
+fn first_packet_framed(s: &crate::streams::SideStream, proto: u8) -> bool {
+    proto == IPPROTO_TCP
+        && s
+            .first_packet()
+            .is_some_and(|(len, bytes)| framed_in_clear(&window_of(bytes), len))
+}
+
+fn window_of(bytes: &[u8]) -> [u8; WINDOW] {
+    let mut w = [0u8; WINDOW];
+    let n = bytes.len().min(WINDOW);
+    w[..n].copy_from_slice(&bytes[..n]);
+    w
+}
+
+/// A TLS handshake record carrying a message of `msg_type` starts at `b[i..]`: content type 22,
+/// version 3.x, a record length that fits a handshake, the message type, and a 3.x hello
+/// version. Eleven constrained bytes: plaintext rarely looks like this by chance.
+fn handshake_at(b: &[u8], i: usize, msg_type: u8) -> bool {
+    let Some(h) = b.get(i..i + 11) else {
+        return false;
+    };
+    let record_len = u16::from_be_bytes([h[3], h[4]]);
+    let msg_len = u32::from_be_bytes([0, h[6], h[7], h[8]]);
+    h[0] == 0x16
+        && h[1] == 0x03
+        && h[2] <= 0x04
+        && (4..=16_384 + 2048).contains(&record_len)
+        && h[5] == msg_type
+        && msg_len > 0
+        && msg_len < 1 << 20
+        && h[9] == 0x03
+        && h[10] <= 0x04
+}
+
+/// Offset of a ClientHello that follows some plaintext (a STARTTLS command, an SSLRequest, a
+/// proxy header), if any.
+fn client_hello_after_preamble(b: &[u8]) -> Option<usize> {
+    (1..b.len()).find(|&i| handshake_at(b, i, 1))
+}
+
+/// Offset of the first ServerHello in `b`, at its start or after a preamble.
+fn server_hello_at(b: &[u8]) -> Option<usize> {
+    (0..b.len()).find(|&i| handshake_at(b, i, 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use sealwatch_common::flow::FlowKey;
+
+    use super::*;
+    use crate::events::Sample;
+
+    /// The first bytes of a TLS 1.2 ClientHello and ServerHello record.
+    const CLIENT_HELLO: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0, 0x03, 0x03, 0x11, 0x22,
+    ];
+    const SERVER_HELLO: &[u8] = &[
+        0x16, 0x03, 0x03, 0x00, 0x5a, 0x02, 0x00, 0x00, 0x56, 0x03, 0x03, 0x33, 0x44,
+    ];
+
+    fn streams(tcp: bool, sides: [&[&[u8]]; 2]) -> Streams {
+        let mut s = Streams::new(tcp);
+        for (side, packets) in sides.iter().enumerate() {
+            let mut offset = 0u32;
+            for p in packets.iter() {
+                s.add(&Sample {
+                    key: FlowKey::default(),
+                    side: side as u8,
+                    ifindex: 0,
+                    seq: 1000 + offset,
+                    offset,
+                    ts_ns: 0,
+                    payload_len: p.len() as u32,
+                    data: p.to_vec(),
+                });
+                offset += p.len() as u32;
+            }
+        }
+        s
+    }
+
+    fn smtp() -> Verdict {
+        Verdict::new(Protocol::Smtp, Encryption::Plaintext)
+    }
+
+    #[test]
+    fn smtp_starttls_is_an_upgrade() {
+        let client: &[&[u8]] = &[b"EHLO client\r\n", b"STARTTLS\r\n", CLIENT_HELLO];
+        let server: &[&[u8]] = &[
+            b"220 mx ESMTP\r\n",
+            b"250-mx\r\n250 STARTTLS\r\n",
+            b"220 2.0.0 Ready to start TLS\r\n",
+            SERVER_HELLO,
+        ];
+        let s = streams(true, [client, server]);
+        let (f, settled) = examine(IPPROTO_TCP, smtp(), &s, 0, 2048);
+        assert_eq!(settled, Settled::Yes);
+        assert_eq!(
+            (f.protocol, f.encryption, f.starttls),
+            (Protocol::Smtp, Encryption::Encrypted, true)
+        );
+        assert_eq!(f.tls_start, [Some(23), Some(66)]);
+    }
+
+    #[test]
+    fn smtp_without_upgrade_waits_then_stays_plaintext() {
+        let client: &[&[u8]] = &[b"EHLO client\r\n", b"MAIL FROM:<a@b>\r\n"];
+        let server: &[&[u8]] = &[b"220 mx ESMTP\r\n"];
+        let s = streams(true, [client, server]);
+        let (f, settled) = examine(IPPROTO_TCP, smtp(), &s, 0, 2048);
+        assert_eq!(settled, Settled::Waiting);
+        assert_eq!(f.encryption, Encryption::Plaintext);
+        // Once the client side's sample budget is spent, no upgrade is coming.
+        let (f, settled) = examine(IPPROTO_TCP, smtp(), &s, 0, 20);
+        assert_eq!(
+            (settled, f.encryption, f.starttls),
+            (Settled::Yes, Encryption::Plaintext, false)
+        );
+    }
+
+    #[test]
+    fn a_refused_upgrade_stays_plaintext() {
+        // PostgreSQL SSLRequest answered 'N', then a ClientHello-looking message nobody answers.
+        let client: &[&[u8]] = &[&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f], CLIENT_HELLO];
+        let server: &[&[u8]] = &[b"N", b"E\0\0\0\x10SFATAL\0\0"];
+        let s = streams(true, [client, server]);
+        let pg = Verdict::new(Protocol::Postgresql, Encryption::Plaintext);
+        let (f, settled) = examine(IPPROTO_TCP, pg, &s, 0, 17);
+        assert_eq!(
+            (settled, f.encryption, f.starttls),
+            (Settled::Yes, Encryption::Plaintext, false)
+        );
+    }
+
+    #[test]
+    fn tls_waits_for_the_server_hello() {
+        let hello = Verdict::new(Protocol::Tls, Encryption::Encrypted);
+        let s = streams(true, [&[CLIENT_HELLO], &[]]);
+        assert_eq!(examine(IPPROTO_TCP, hello, &s, 0, 2048).1, Settled::Waiting);
+        let s = streams(true, [&[CLIENT_HELLO], &[SERVER_HELLO]]);
+        assert_eq!(examine(IPPROTO_TCP, hello, &s, 0, 2048).1, Settled::Yes);
+    }
+
+    #[test]
+    fn stun_then_dtls_is_dtls() {
+        // STUN binding request, then a DTLS 1.2 ClientHello record header.
+        let stun: &[u8] = &[
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let mut dtls = vec![
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x8c, 0x01, 0, 0, 0x80, 0, 0, 0, 0, 0, 0,
+            0, 0x80, 0xfe, 0xfd,
+        ];
+        dtls.resize(0x8c + 13, 0x55);
+        let s = streams(false, [&[stun, &dtls], &[stun]]);
+        let v = Verdict::new(Protocol::Stun, Encryption::Plaintext);
+        let (f, settled) = examine(IPPROTO_UDP, v, &s, 0, 2048);
+        assert_eq!(settled, Settled::Yes);
+        assert_eq!(
+            (f.protocol, f.encryption),
+            (Protocol::Dtls, Encryption::Encrypted)
+        );
+    }
+
+    #[test]
+    fn unnamed_flows_are_judged_from_their_first_bytes() {
+        let text: &[u8] = b"HELLO this is a readable protocol message\r\n";
+        let s = streams(true, [&[text], &[text]]);
+        let (f, _) = examine(IPPROTO_TCP, Verdict::UNKNOWN, &s, 0, 2048);
+        assert_eq!(
+            (f.protocol, f.encryption),
+            (Protocol::Unknown, Encryption::Plaintext)
+        );
+    }
+}
