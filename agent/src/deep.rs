@@ -340,7 +340,7 @@ mod tests {
         let server: &[&[u8]] = &[b"N", b"E\0\0\0\x10SFATAL\0\0"];
         let s = streams(true, [client, server]);
         let pg = Verdict::new(Protocol::Postgresql, Encryption::Plaintext);
-        let (f, settled) = examine(IPPROTO_TCP, pg, &s, 0, 17);
+        let (f, settled) = examine(IPPROTO_TCP, pg, &s, 0, 14);
         assert_eq!(
             (settled, f.encryption, f.starttls),
             (Settled::Yes, Encryption::Plaintext, false)
