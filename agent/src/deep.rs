@@ -136,12 +136,16 @@ pub fn examine(
     if !(may_upgrade(kernel.protocol) && f.encryption != Encryption::Encrypted) {
         return (f, Settled::Yes);
     }
+        let client_may_grow = cs.may_grow(budget);
+    // The notice of a packet comes before its sample: wait for the first bytes.
+    if cs.is_empty() && client_may_grow {
+        return (f, Settled::Waiting);
+    }
     // Of HTTP, only a proxy tunnel (CONNECT) goes on to carry TLS.
     if kernel.protocol == Protocol::Http && !cs.bytes().starts_with(b"CONNECT ") {
         return (f, Settled::Yes);
     }
-    let client_may_grow = cs.may_grow(budget);
-    match proto {
+        match proto {
         IPPROTO_TCP => {
             let hello = client_hello_after_preamble(cs.bytes());
             match hello {

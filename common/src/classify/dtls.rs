@@ -1,6 +1,7 @@
 //! DTLS 1.0/1.2 (RFC 6347 section 4.1) and DTLS 1.3's plaintext records: a content type, a DTLS
-//! version (0xfeff, 0xfefd, 0xfefc), a 2-byte epoch, a 6-byte sequence number and a length that
-//! fits the datagram.
+//! version (0xfeff, 0xfefd, 0xfefc, or 0x0100, the pre-RFC DTLS that OpenSSL still speaks as
+//! `DTLS1_BAD_VER` and Cisco AnyConnect uses), a 2-byte epoch, a 6-byte sequence number and a
+//! length that fits the datagram.
 
 use super::{Context, Encryption, Protocol, Verdict, be16};
 
@@ -13,7 +14,7 @@ pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let version = be16(w, 1)?;
     let length = u32::from(be16(w, 11)?);
     let ok = (20..=25).contains(&content)
-        && matches!(version, 0xfeff | 0xfefd | 0xfefc)
+                && matches!(version, 0xfeff | 0xfefd | 0xfefc | 0x0100)
         && length > 0
         && length.checked_add(RECORD_HEADER_LEN)? <= ctx.payload_len;
     ok.then_some(Verdict::new(Protocol::Dtls, Encryption::Encrypted))
@@ -38,6 +39,17 @@ mod tests {
             detect(&hello, &Context::udp(100)),
             None,
             "record longer than the datagram"
+        );
+    }
+
+        #[test]
+    fn pre_rfc_dtls_application_data() {
+        // AnyConnect-style DTLS1_BAD_VER record, 80 bytes of ciphertext in a 93-byte datagram
+        // (dtls_mid_sessions capture).
+        let record = hex("170100000100000000d415005056cb1c4eca90c45400c6be042720fc");
+        assert_eq!(
+            detect(&record, &Context::udp(93)),
+            Some(Verdict::new(Protocol::Dtls, Encryption::Encrypted))
         );
     }
 
