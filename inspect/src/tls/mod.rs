@@ -406,7 +406,13 @@ fn offered_versions(hello: &ClientHello<'_>) -> Vec<TlsVersion> {
             .filter(|&v| !is_grease(v))
             .filter_map(TlsVersion::from_wire)
             .collect(),
-        _ => TlsVersion::from_wire(hello.version).into_iter().collect(),
+        // Without supported_versions the legacy version is the highest the client speaks;
+        // but a TLS 1.3 client also writes 1.2 there, so a hello cut before its extensions
+        // tells nothing when it says 1.2.
+        _ if hello.complete || hello.version < 0x0303 || hello.sslv2_format => {
+            TlsVersion::from_wire(hello.version).into_iter().collect()
+        }
+        _ => Vec::new(),
     };
     if hello.offers_sslv2_kinds && !out.contains(&TlsVersion::Ssl2) {
         out.push(TlsVersion::Ssl2);
