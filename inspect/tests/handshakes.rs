@@ -1,5 +1,10 @@
 //! Handshakes captured from real clients and servers (tests/fixtures, see the comment at the
 //! top of each file for how), and hand-built hellos for what OpenSSL 3.0 cannot produce.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "tests panic with a message"
+)]
 
 use sealwatch_inspect::tls::{
     TlsDetails, TlsVersion, Transport, inspect_dtls, inspect_quic_crypto, inspect_tls,

@@ -193,10 +193,8 @@ pub(crate) fn dtls_handshake_stream(datagrams: &[&[u8]]) -> HandshakeStream<'sta
             // Later epochs are encrypted.
             if header.epoch == 0 {
                 match header.content_type.0 {
-                    RECORD_HANDSHAKE => {
-                        if !read_fragments(payload, &mut fragments) {
-                            break 'datagrams;
-                        }
+                    RECORD_HANDSHAKE if !read_fragments(payload, &mut fragments) => {
+                        break 'datagrams;
                     }
                     RECORD_CHANGE_CIPHER_SPEC => ccs_seen = true,
                     _ => {}
