@@ -501,3 +501,17 @@ fn sslv2_hellos() {
     assert_eq!(d.version, Some(TlsVersion::Tls10));
     assert_eq!(d.weak, ["tls<1.2"]);
 }
+
+#[test]
+fn ssl3_negotiated() {
+    let mut c = client_hello(&[0x000a, 0x002f], &[]);
+    c[9..11].copy_from_slice(&[3, 0]); // ClientHello version: SSL 3.0
+    let mut s = server_hello(0x000a, &[]);
+    s[9..11].copy_from_slice(&[3, 0]);
+    let d = inspect_tls(&c, &s).expect("SSL");
+    assert_eq!(d.offered_versions, [TlsVersion::Ssl3]);
+    assert_eq!(d.version.map(TlsVersion::name), Some("ssl3"));
+    assert_eq!(d.cipher_name, Some("TLS_RSA_WITH_3DES_EDE_CBC_SHA"));
+    assert_eq!(d.weak, ["ssl3", "tls<1.2", "3des"]);
+    assert_eq!(d.ja4.as_deref().map(|j| &j[..10]), Some("ts3i020000"));
+}

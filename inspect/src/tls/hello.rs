@@ -104,8 +104,10 @@ pub(crate) struct ClientHello<'a> {
     /// Every field up to the last extension was in the sample.
     pub(crate) complete: bool,
     /// The SSL 2.0 CLIENT-HELLO format (RFC 6101 appendix E.2): no extensions, 3-byte cipher
-    /// kinds; set when any kind is SSL 2.0-only, i.e. the client really offers SSL 2.0.
+    /// kinds. Clients long used it only to reach old servers while offering 3.x.
     pub(crate) sslv2_format: bool,
+    /// Some cipher kind is SSL 2.0-only (its first byte is not zero): the client really offers
+    /// SSL 2.0. The TLS suites among the kinds are not kept.
     pub(crate) offers_sslv2_kinds: bool,
 }
 
@@ -191,19 +193,20 @@ impl<'a> ClientHello<'a> {
             sslv2_format: true,
             ..ClientHello::default()
         };
-        let read = (|| {
-            let specs_len = usize::from(r.u16()?);
-            let session_len = usize::from(r.u16()?);
-            let challenge_len = usize::from(r.u16()?);
-            let (specs, whole) = r.take_up_to(specs_len);
-            // A kind whose first byte is zero is a TLS suite; any other is SSL 2.0 only.
-            hello.offers_sslv2_kinds = specs.chunks_exact(3).any(|k| k[0] != 0);
-            whole.then_some(())?;
-            r.skip(session_len)?;
-            r.skip(challenge_len)
-        })();
+        let read = hello.read_sslv2_rest(&mut r);
         hello.complete = read.is_some() && !cut;
         Some(hello)
+    }
+
+    fn read_sslv2_rest(&mut self, r: &mut Reader<'a>) -> Option<()> {
+        let specs_len = usize::from(r.u16()?);
+        let session_len = usize::from(r.u16()?);
+        let challenge_len = usize::from(r.u16()?);
+        let (specs, whole) = r.take_up_to(specs_len);
+        self.offers_sslv2_kinds = specs.chunks_exact(3).any(|kind| kind[0] != 0);
+        whole.then_some(())?;
+        r.skip(session_len)?;
+        r.skip(challenge_len)
     }
 }
 

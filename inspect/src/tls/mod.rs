@@ -446,3 +446,40 @@ fn sanitize(bytes: &[u8], max: usize, lowercase: bool) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            TlsVersion::from_wire(0x0303).map(TlsVersion::name),
+            Some("1.2")
+        );
+        assert_eq!(TlsVersion::from_wire(0xfeff), Some(TlsVersion::Tls10));
+        assert_eq!(TlsVersion::from_wire(0xfefd), Some(TlsVersion::Tls12));
+        assert_eq!(TlsVersion::from_wire(0xfefc), Some(TlsVersion::Tls13));
+        assert_eq!(TlsVersion::from_wire(0x7f1c), Some(TlsVersion::Tls13));
+        assert_eq!(TlsVersion::from_wire(0x0a0a), None);
+        assert!(TlsVersion::Ssl3 < TlsVersion::Tls10 && TlsVersion::Tls12 < TlsVersion::Tls13);
+        let names: Vec<&str> = [
+            TlsVersion::Ssl2,
+            TlsVersion::Ssl3,
+            TlsVersion::Tls10,
+            TlsVersion::Tls11,
+            TlsVersion::Tls12,
+            TlsVersion::Tls13,
+        ]
+        .map(TlsVersion::name)
+        .to_vec();
+        assert_eq!(names, ["ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3"]);
+    }
+
+    #[test]
+    fn sanitised_strings() {
+        assert_eq!(sanitize(b"A.b\x00c d", 253, true), "a.b?c?d");
+        assert_eq!(sanitize(&[0x41, 0x00, 0xff], 253, false), "A??");
+        assert_eq!(sanitize(&[b'a'; 300], 253, true).len(), 253);
+    }
+}
