@@ -98,7 +98,9 @@ pub struct TlsDetails {
     /// without a ServerHello (or HelloRetryRequest).
     pub version: Option<TlsVersion>,
     /// From the ClientHello's supported_versions, else its legacy version (the highest it
-    /// speaks, so the only entry then); GREASE and unknown values dropped.
+    /// speaks, so the only entry then); GREASE and unknown values dropped. Empty when a cut
+    /// hello says 1.2 and the cut may have hidden a supported_versions listing 1.3. An SSL
+    /// 2.0-format hello adds `Ssl2` when it offers SSL 2.0-only cipher kinds.
     pub offered_versions: Vec<TlsVersion>,
     /// Negotiated cipher suite.
     pub cipher: Option<u16>,
