@@ -4,10 +4,13 @@
 //! flows no detector named.
 
 use sealwatch_common::{
-        Context, Encryption, Protocol, Verdict, classify::framed_in_clear, classify_payload,
-    judge_unnamed,
+    Context, Encryption, Protocol, Verdict,
+    classify::framed_in_clear,
+    classify_payload, judge_unnamed,
     net::{IPPROTO_TCP, IPPROTO_UDP},
 };
+
+use sealwatch_inspect::tls::{TlsDetails, inspect_dtls, inspect_tls};
 
 use crate::streams::Streams;
 
@@ -23,6 +26,8 @@ pub struct Findings {
     pub starttls: bool,
     /// Where each side's TLS (or DTLS) starts in its stream, when it does.
     pub tls_start: [Option<usize>; 2],
+    /// The handshake's details (TLS, DTLS, or TLS after an upgrade).
+    pub tls: Option<Box<TlsDetails>>,
 }
 
 impl Findings {
@@ -33,7 +38,32 @@ impl Findings {
             encryption: v.encryption,
             starttls: false,
             tls_start: [None, None],
+            tls: None,
         }
+    }
+
+    /// Reads the handshake the findings point at. Runs once, when the flow is reported.
+    pub fn read_handshake(&mut self, streams: &Streams, client: u8) {
+        let (cs, ss) = (streams.side(client), streams.side(client ^ 1));
+        let [c, s] = {
+            let i = usize::from(client & 1);
+            [self.tls_start[i], self.tls_start[i ^ 1]]
+        };
+        self.tls = match self.protocol {
+            Protocol::Dtls => {
+                let c: Vec<&[u8]> = cs.datagrams().collect();
+                let s: Vec<&[u8]> = ss.datagrams().collect();
+                inspect_dtls(&c, &s)
+            }
+            _ if c.is_some() => {
+                let from = |b: &[u8], at: Option<usize>| -> Vec<u8> {
+                    at.and_then(|at| b.get(at..)).unwrap_or_default().to_vec()
+                };
+                inspect_tls(&from(cs.bytes(), c), &from(ss.bytes(), s))
+            }
+            _ => None,
+        }
+        .map(Box::new);
     }
 }
 
@@ -78,6 +108,7 @@ pub fn examine(
         encryption: kernel.encryption,
         starttls: false,
         tls_start: [None, None],
+        tls: None,
     };
     let (cs, ss) = (streams.side(client), streams.side(client ^ 1));
     let both_spoke = !cs.is_empty() && !ss.is_empty();
@@ -124,7 +155,7 @@ pub fn examine(
                 };
                 judge_unnamed(&window, &ctx)
             })
-                        .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
+            .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
         f.encryption = judged.encryption;
         if f.encryption == Encryption::Encrypted
             && [cs, ss].iter().any(|s| first_packet_framed(s, proto))
@@ -136,7 +167,7 @@ pub fn examine(
     if !(may_upgrade(kernel.protocol) && f.encryption != Encryption::Encrypted) {
         return (f, Settled::Yes);
     }
-        let client_may_grow = cs.may_grow(budget);
+    let client_may_grow = cs.may_grow(budget);
     // The notice of a packet comes before its sample: wait for the first bytes.
     if cs.is_empty() && client_may_grow {
         return (f, Settled::Waiting);
@@ -145,7 +176,7 @@ pub fn examine(
     if kernel.protocol == Protocol::Http && !cs.bytes().starts_with(b"CONNECT ") {
         return (f, Settled::Yes);
     }
-        match proto {
+    match proto {
         IPPROTO_TCP => {
             let hello = client_hello_after_preamble(cs.bytes());
             match hello {
@@ -219,8 +250,7 @@ fn first_window(s: &crate::streams::SideStream, proto: u8) -> Option<([u8; WINDO
 /// the clear (see `framed_in_clear`): the judgement over the joined stream cannot see that.
 fn first_packet_framed(s: &crate::streams::SideStream, proto: u8) -> bool {
     proto == IPPROTO_TCP
-        && s
-            .first_packet()
+        && s.first_packet()
             .is_some_and(|(len, bytes)| framed_in_clear(&window_of(bytes), len))
 }
 

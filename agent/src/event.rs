@@ -14,6 +14,7 @@ use sealwatch_common::{
         IPPROTO_TCP, IPPROTO_UDP,
     },
 };
+use sealwatch_inspect::tls::{TlsDetails, TlsVersion};
 use serde::Serialize;
 
 use crate::policy::Action;
@@ -85,6 +86,25 @@ fn ip(family: u8, words: [u32; 4]) -> IpAddr {
     }
 }
 
+impl FlowEvent {
+    /// The handshake's details, under the contract's `tls.*` keys. Unnamed suites and groups
+    /// are reported by number (`0x1301`) rather than left out.
+    pub fn set_tls(&mut self, t: &TlsDetails) {
+        let hex = |v: u16| format!("0x{v:04x}");
+        self.tls_version = t.version.map(TlsVersion::name);
+        self.tls_cipher = t
+            .cipher_name
+            .map(str::to_owned)
+            .or_else(|| t.cipher.map(hex));
+        self.tls_server_name = t.server_name.clone();
+        self.tls_alpn = t.alpn.clone();
+        self.tls_group = t.group_name.map(str::to_owned).or_else(|| t.group.map(hex));
+        self.pq = t.pq;
+        self.ja4 = t.ja4.clone();
+        self.weak = t.weak.clone();
+    }
+}
+
 /// `event: "flow"` (the verdict) and `event: "flow.end"` (with counters).
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowEvent {
@@ -115,6 +135,30 @@ pub struct FlowEvent {
     /// A plaintext protocol switched to TLS in-band.
     #[serde(rename = "sealwatch.starttls", skip_serializing_if = "Option::is_none")]
     pub starttls: Option<bool>,
+    #[serde(
+        rename = "tls.protocol.version",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_version: Option<&'static str>,
+    #[serde(rename = "tls.cipher", skip_serializing_if = "Option::is_none")]
+    pub tls_cipher: Option<String>,
+    #[serde(rename = "tls.server.name", skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    #[serde(rename = "tls.alpn", skip_serializing_if = "Option::is_none")]
+    pub tls_alpn: Option<String>,
+    #[serde(
+        rename = "tls.key_exchange.group",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_group: Option<String>,
+    /// The key exchange is post-quantum (hybrid or pure ML-KEM).
+    #[serde(rename = "sealwatch.pq", skip_serializing_if = "Option::is_none")]
+    pub pq: Option<bool>,
+    #[serde(rename = "tls.client.ja4", skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
+    /// Why the encryption is weak (`tls<1.2`, `rc4`, `null-cipher`, ...).
+    #[serde(rename = "sealwatch.weak", skip_serializing_if = "Vec::is_empty")]
+    pub weak: Vec<&'static str>,
 
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
@@ -143,6 +187,14 @@ impl FlowEvent {
                 .is_fully_encrypted()
                 .then_some(true),
             starttls: None,
+            tls_version: None,
+            tls_cipher: None,
+            tls_server_name: None,
+            tls_alpn: None,
+            tls_group: None,
+            pq: None,
+            ja4: None,
+            weak: Vec::new(),
             end: None,
         }
     }

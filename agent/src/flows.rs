@@ -267,7 +267,10 @@ impl<T: FlowTable> FlowTracker<T> {
     }
 
     fn report(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
-        let (findings, _) = self.examine(&n.key, n);
+        let (mut findings, _) = self.examine(&n.key, n);
+        if let Some(streams) = self.flows.get(&n.key).and_then(|t| t.streams.as_deref()) {
+            findings.read_handshake(streams, Endpoints::client_index(n.client_side));
+        }
         let tracked = self.flows.entry(n.key).or_default();
         tracked.reported = true;
         tracked.pending = None;
@@ -473,6 +476,10 @@ impl<T: FlowTable> FlowTracker<T> {
             interface,
         );
         event.starttls = findings.starttls.then_some(true);
+        if let Some(tls) = &findings.tls {
+            event.set_tls(tls);
+        }
+        event.action = policy::decide_with(findings.encryption, !event.weak.is_empty()).name();
         event
     }
 }

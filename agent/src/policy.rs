@@ -19,6 +19,15 @@ impl Action {
     }
 }
 
+/// The decision for a verdict whose encryption may be weak (below TLS 1.2, a broken cipher):
+/// weak encryption raises an alert too.
+pub fn decide_with(encryption: Encryption, weak: bool) -> Action {
+    match decide(encryption) {
+        Action::Allow if weak => Action::Alert,
+        action => action,
+    }
+}
+
 /// The built-in monitor-mode decision.
 pub fn decide(encryption: Encryption) -> Action {
     match encryption {
@@ -36,5 +45,12 @@ mod tests {
         assert_eq!(decide(Encryption::Encrypted), Action::Allow);
         assert_eq!(decide(Encryption::Plaintext), Action::Alert);
         assert_eq!(decide(Encryption::Unknown), Action::Alert);
+    }
+
+    #[test]
+    fn weak_encryption_is_alerted() {
+        assert_eq!(decide_with(Encryption::Encrypted, true), Action::Alert);
+        assert_eq!(decide_with(Encryption::Encrypted, false), Action::Allow);
+        assert_eq!(decide_with(Encryption::Plaintext, false), Action::Alert);
     }
 }

@@ -24,7 +24,7 @@ pub struct SideStream {
     /// Payload bytes the kernel counted as sampled for this side (its budget is spent when
     /// this reaches the sample size).
     sampled: u64,
-        /// A packet was cut short (its tail was not sampled): nothing after it is contiguous.
+    /// A packet was cut short (its tail was not sampled): nothing after it is contiguous.
     cut: bool,
     /// Payload length of the side's first sampled packet.
     first_len: u32,
@@ -43,7 +43,7 @@ impl SideStream {
             .filter_map(|&(start, end)| self.bytes.get(start..end))
     }
 
-        pub fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
@@ -62,7 +62,7 @@ impl SideStream {
     }
 
     fn add(&mut self, tcp: bool, s: &Sample) {
-                self.sampled = self
+        self.sampled = self
             .sampled
             .max(u64::from(s.offset) + u64::from(s.payload_len));
         if s.offset == 0 {

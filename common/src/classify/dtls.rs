@@ -14,7 +14,7 @@ pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let version = be16(w, 1)?;
     let length = u32::from(be16(w, 11)?);
     let ok = (20..=25).contains(&content)
-                && matches!(version, 0xfeff | 0xfefd | 0xfefc | 0x0100)
+        && matches!(version, 0xfeff | 0xfefd | 0xfefc | 0x0100)
         && length > 0
         && length.checked_add(RECORD_HEADER_LEN)? <= ctx.payload_len;
     ok.then_some(Verdict::new(Protocol::Dtls, Encryption::Encrypted))
@@ -42,7 +42,7 @@ mod tests {
         );
     }
 
-        #[test]
+    #[test]
     fn pre_rfc_dtls_application_data() {
         // AnyConnect-style DTLS1_BAD_VER record, 80 bytes of ciphertext in a 93-byte datagram
         // (dtls_mid_sessions capture).
