@@ -33,8 +33,8 @@ const PLAIN_CLIENT_LEN: u32 = 14;
 /// Plain server reset: header, one ack, the client's session id, packet id.
 const PLAIN_SERVER_LEN: u32 = 26;
 /// tls-crypt resets: header, packet id and time (8), tag (32), then the encrypted ack count and
-/// packet id (5, and 12 more for the server's ack). OpenVPN 2.6 servers answering a
-/// tls-crypt-v2 client may add a 6-byte early-negotiation TLV.
+/// packet id (5, and 12 more for the server's ack). The tls-crypt-v2 server in
+/// openvpn-tlscrypt.pcap sends 6 bytes more.
 const CRYPT_CLIENT_LEN: u32 = 54;
 const CRYPT_SERVER_LENS: core::ops::RangeInclusive<u32> = 66..=72;
 /// A v3 reset also carries the client's wrapped key: 256 key bytes, a tag and a length.
@@ -119,8 +119,9 @@ fn tls_auth(p: &[u8], len: u32, plain_len: u32, acks: u8) -> bool {
     false
 }
 
-/// tls-crypt: a packet id whose low half is 1 (OpenVPN 2.6 puts flags in the high half when
-/// tls-crypt-v2 is on), then a timestamp, the tag and ciphertext.
+/// tls-crypt: a packet id whose low half is 1, then a timestamp, the tag and ciphertext. The
+/// high half is not checked: with tls-crypt-v2 it is not zero (`0f00` from OpenVPN 2.6.14,
+/// `0a01` in openvpn-tlscrypt.pcap).
 #[inline(always)]
 fn tls_crypt(p: &[u8]) -> bool {
     be16(p, HEADER_LEN.wrapping_add(2)) == Some(1) && timestamp_ok(p, HEADER_LEN.wrapping_add(4))
