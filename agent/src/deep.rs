@@ -6,7 +6,7 @@
 use sealwatch_common::{
     Context, Encryption, Protocol, Verdict,
     classify::framed_in_clear,
-    classify_payload, judge_unnamed,
+    classify_payload, classify_services, judge_unnamed,
     net::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -142,8 +142,39 @@ pub fn examine(
         _ => {}
     }
 
+    let mut kernel = kernel;
+    if kernel.protocol == Protocol::Unknown
+        && let Some(named) = name_service(cs, ss, proto)
+    {
+        kernel = named;
+        f.protocol = named.protocol;
+        f.encryption = named.encryption;
+    }
+    // Named, but its first message cannot say whether the rest is encrypted (an SNMPv3 engine
+    // discovery precedes both authPriv and authNoPriv sessions): the later datagrams decide.
+    if kernel.is_known() && kernel.encryption == Encryption::Unknown && proto == IPPROTO_UDP {
+        let later = [cs, ss].iter().find_map(|s| {
+            s.datagrams().skip(1).find_map(|d| {
+                let v = classify_services(&window_of(d), &Context::udp(d.len() as u32));
+                (v.protocol == kernel.protocol && v.encryption != Encryption::Unknown).then_some(v)
+            })
+        });
+        if let Some(v) = later {
+            f.encryption = v.encryption;
+            return (f, Settled::Yes);
+        }
+        let settled = !(cs.may_grow(budget) || ss.may_grow(budget));
+        return (
+            f,
+            if settled {
+                Settled::Yes
+            } else {
+                Settled::Waiting
+            },
+        );
+    }
     if kernel.protocol == Protocol::Unknown {
-        // The kernel named neither side: judge each side's first bytes.
+        // Nothing named either side: judge each side's first bytes.
         let judged = [cs, ss]
             .iter()
             .filter_map(|s| first_window(s, proto))
@@ -229,6 +260,31 @@ pub fn examine(
         }
         _ => (f, Settled::Yes),
     }
+}
+
+/// The service detectors (user space only, see `classify_services`) over each side's first
+/// packet, the client's first: what the kernel left unnamed may be a database, mail, directory,
+/// cache, queue, management or VPN protocol.
+fn name_service(
+    cs: &crate::streams::SideStream,
+    ss: &crate::streams::SideStream,
+    proto: u8,
+) -> Option<Verdict> {
+    [cs, ss].iter().find_map(|s| {
+        let (len, bytes) = if proto == IPPROTO_TCP {
+            s.first_packet()?
+        } else {
+            let d = s.datagrams().next()?;
+            (d.len() as u32, d)
+        };
+        let ctx = Context {
+            transport: proto,
+            payload_len: len,
+            start_seen: true,
+        };
+        let v = classify_services(&window_of(bytes), &ctx);
+        v.is_known().then_some(v)
+    })
 }
 
 /// A side's first payload as the kernel's classifier window, and its length.

@@ -13,7 +13,9 @@ pub mod stats;
 #[cfg(feature = "user")]
 mod user;
 
-pub use classify::{Context, Encryption, Protocol, Verdict, classify_payload, judge_unnamed};
+pub use classify::{
+    Context, Encryption, Protocol, Verdict, classify_payload, classify_services, judge_unnamed,
+};
 
 /// Name of the flow table (LRU hash, [`flow::FlowKey`] -> [`flow::FlowState`]).
 pub const FLOWS_MAP: &str = "FLOWS";

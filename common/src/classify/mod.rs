@@ -3,7 +3,8 @@
 //!
 //! Detectors decide by protocol structure, never by port. Each family lives in its own module
 //! with a `detect(window) -> Option<Verdict>` function; adding a protocol is adding a module and
-//! one line in [`classify_payload`].
+//! one line in [`classify_payload`] (kernel and user space) or in `services` (user space only,
+//! see [`classify_services`]).
 //!
 //! This code runs inside BPF programs, so it must never panic (the verifier rejects the panic
 //! path's endless loop) and never call `memcmp`: it matches with slice patterns and
@@ -362,9 +363,6 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         if let Some(v) = ssdp::detect(window) {
             return v;
         }
-        if let Some(v) = services::detect_udp(window, ctx) {
-            return v;
-        }
     } else {
         if let Some(v) = tls::detect(window, ctx) {
             return v;
@@ -387,9 +385,6 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         if let Some(v) = apps::h2c(window) {
             return v;
         }
-        if let Some(v) = services::detect_tcp(window, ctx) {
-            return v;
-        }
     }
     if let Some(v) = http::detect(window) {
         return v;
@@ -398,6 +393,22 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         return v;
     }
     Verdict::UNKNOWN
+}
+
+/// Names the service protocols of [`services`] (databases, mail, directory, caches, queues,
+/// management, VPN) in a first payload the core detectors left unnamed. User space runs this:
+/// its detectors read at data-dependent offsets, which the BPF verifier cannot bound in a
+/// 64-byte window, and the kernel's detectors are near its limits already. Returns
+/// [`Verdict::UNKNOWN`] when nothing matches.
+pub fn classify_services(window: &[u8], ctx: &Context) -> Verdict {
+    let named = if ctx.is_udp() {
+        services::detect_udp(window, ctx)
+    } else if ctx.transport == IPPROTO_TCP {
+        services::detect_tcp(window, ctx)
+    } else {
+        None
+    };
+    named.unwrap_or(Verdict::UNKNOWN)
 }
 
 /// Big-endian u16 at `at`, if the window holds it.
