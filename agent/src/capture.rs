@@ -19,6 +19,10 @@ pub enum Link {
     /// BSD loopback: a 4-byte address family, host order (NULL) or network order (LOOP).
     Null,
     Loop,
+    /// Cisco HDLC: address, control, then an ethertype.
+    CiscoHdlc,
+    /// PPP in HDLC-like framing (address, control, 2-byte protocol) or bare protocol field.
+    Ppp,
     Unsupported(i32),
 }
 
@@ -31,6 +35,10 @@ impl Link {
             Linktype::LINUX_SLL2 => Link::Sll2,
             Linktype::NULL => Link::Null,
             Linktype::LOOP => Link::Loop,
+            // LINKTYPE_PPP, LINKTYPE_PPP_HDLC.
+            Linktype(9) | Linktype(50) => Link::Ppp,
+            // LINKTYPE_C_HDLC.
+            Linktype(104) => Link::CiscoHdlc,
             other => Link::Unsupported(other.0),
         }
     }

@@ -247,7 +247,7 @@ pub struct AgentEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Event {
-    Flow(FlowEvent),
+    Flow(Box<FlowEvent>),
     Agent(AgentEvent),
 }
 
@@ -274,7 +274,7 @@ mod tests {
             Action::Alert,
             "veth0".into(),
         );
-        let v = serde_json::to_value(Event::Flow(e)).unwrap_or_default();
+        let v = serde_json::to_value(Event::Flow(Box::new(e))).unwrap_or_default();
         assert_eq!(v["event"], "flow");
         assert_eq!(v["network.transport"], "tcp");
         assert_eq!(v["network.type"], "ipv4");

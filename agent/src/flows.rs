@@ -278,7 +278,7 @@ impl<T: FlowTable> FlowTracker<T> {
         tracked.verdict = Some(findings.clone());
         self.stats.flows_reported += 1;
         let event = self.flow_event(&n.key, n.client_side, &findings, n.ifindex, n.ts_ns);
-        out.push(Event::Flow(event));
+        out.push(Event::Flow(Box::new(event)));
     }
 
     /// Ends flows whose close has lingered long enough. Cheap: runs on every tick.
@@ -419,7 +419,7 @@ impl<T: FlowTable> FlowTracker<T> {
             server_packets: state.packets[server],
             server_bytes: state.bytes[server],
         });
-        out.push(Event::Flow(event));
+        out.push(Event::Flow(Box::new(event)));
     }
 
     /// Drops what user space keeps of a flow (a stale deadline entry is skipped later).
@@ -596,7 +596,7 @@ mod tests {
             .iter()
             .filter_map(|e| {
                 if let Event::Flow(f) = e {
-                    Some(f)
+                    Some(&**f)
                 } else {
                     None
                 }

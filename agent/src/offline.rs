@@ -12,7 +12,7 @@ use sealwatch_common::{
         FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits,
         classify_context, client_side, conclude, payload_step, tcp_flag_bits,
     },
-    net::{ETH_P_IP, ETH_P_IPV6},
+    net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP},
     parse::{Parsed, Skip, parse_ethernet, parse_l3},
     stats::{STAT_COUNT, Stat},
 };
@@ -26,6 +26,9 @@ use crate::{
     flows::{EndOfInput, FlowTracker, Timeouts},
     output::Output,
 };
+
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 
 /// Closing flows are checked once per second of capture time (the table sweep follows
 /// `Timeouts::sweep_interval_ns`).
@@ -76,7 +79,8 @@ impl Engine {
     ) {
         self.count(Stat::Packets);
         let mut p = Parsed::default();
-        match parse_frame(frame, &mut p) {
+        let parsed = parse_frame(frame, &mut p).and_then(|()| decapsulate(frame, &mut p));
+        match parsed {
             Ok(()) => track(frame, &p, table, notices, samples, self.sample_budget),
             Err(Skip::NonIp) => self.count(Stat::NonIp),
             Err(Skip::Fragment) => self.count(Stat::Fragments),
@@ -119,10 +123,107 @@ fn parse_frame(frame: &Frame<'_>, out: &mut Parsed) -> Result<(), Skip> {
                 _ => return Err(Skip::NonIp),
             }
         }
+        Link::CiscoHdlc => (be16(2)?, 4),
+        Link::Ppp => {
+            // Address and control bytes (0xff 0x03) are optional; then the PPP protocol.
+            let at = if data.starts_with(&[0xff, 0x03]) {
+                2
+            } else {
+                0
+            };
+            match be16(at)? {
+                PPP_IPV4 => (ETH_P_IP, at + 2),
+                PPP_IPV6 => (ETH_P_IPV6, at + 2),
+                _ => return Err(Skip::NonIp),
+            }
+        }
         Link::Unsupported(_) => return Err(Skip::NonIp),
     };
     // SAFETY: as above.
     unsafe { parse_l3(ethertype, start, end, l3, len, out) }
+}
+
+/// Tunnels carrying whole packets (VXLAN, GRE, IP in IP): captures taken on an underlay
+/// network show the overlay's flows inside, and those are what matter, so the inner packet is
+/// parsed instead, one level deep. The agent on a node sees them decapsulated on the pod
+/// interfaces already.
+fn decapsulate(frame: &Frame<'_>, p: &mut Parsed) -> Result<(), Skip> {
+    let data = frame.data;
+    let start = data.as_ptr() as usize;
+    let (end, len) = (start + data.len(), data.len() as u32);
+    let off = p.payload_off as usize;
+    let inner = |at: usize| data.get(at..).unwrap_or(&[]);
+    match p.key.proto {
+        // VXLAN (RFC 7348): flags 0x08 (VNI valid), 24 reserved bits zero, VNI, 8 reserved
+        // bits; then an Ethernet frame.
+        IPPROTO_UDP if vxlan(inner(off)) => {
+            let mut q = Parsed::default();
+            // SAFETY: [start, end) is `data`, borrowed for the whole call.
+            unsafe {
+                parse_ethernet(
+                    start + off + VXLAN_HDR_LEN,
+                    end,
+                    len - (off + VXLAN_HDR_LEN) as u32,
+                    &mut q,
+                )
+            }?;
+            *p = shift(q, off + VXLAN_HDR_LEN);
+        }
+        // GRE (RFC 2784/2890) without routing: flags, protocol type, optional checksum, key
+        // and sequence words.
+        IPPROTO_GRE => {
+            let g = inner(off);
+            let (Some(&flags), Some(&version)) = (g.first(), g.get(1)) else {
+                return Ok(());
+            };
+            if version & 0x07 != 0 || flags & 0x40 != 0 {
+                return Ok(());
+            }
+            let ethertype = u16::from_be_bytes([
+                g.get(2).copied().unwrap_or(0),
+                g.get(3).copied().unwrap_or(0),
+            ]);
+            let hdr = 4 + 4 * ((flags >> 7) + ((flags >> 5) & 1) + ((flags >> 4) & 1)) as usize;
+            let at = off + hdr;
+            let mut q = Parsed::default();
+            // SAFETY: as above.
+            match ethertype {
+                ETH_P_IP | ETH_P_IPV6 => {
+                    unsafe { parse_l3(ethertype, start + at, end, 0, len - at as u32, &mut q) }?
+                }
+                ETH_P_TEB => unsafe { parse_ethernet(start + at, end, len - at as u32, &mut q) }?,
+                _ => return Ok(()),
+            }
+            *p = shift(q, at);
+        }
+        IPPROTO_IPIP | IPPROTO_IPV6 => {
+            let ethertype = if p.key.proto == IPPROTO_IPIP {
+                ETH_P_IP
+            } else {
+                ETH_P_IPV6
+            };
+            let mut q = Parsed::default();
+            // SAFETY: as above.
+            unsafe { parse_l3(ethertype, start + off, end, 0, len - off as u32, &mut q) }?;
+            *p = shift(q, off);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+const VXLAN_HDR_LEN: usize = 8;
+const ETH_P_TEB: u16 = 0x6558;
+
+fn vxlan(h: &[u8]) -> bool {
+    matches!(h, [0x08, 0, 0, 0, _, _, _, 0, ..]) && h.len() >= VXLAN_HDR_LEN + 14
+}
+
+/// An inner packet parsed from `at` bytes into the frame: its payload offset counts from the
+/// frame's start.
+fn shift(mut q: Parsed, at: usize) -> Parsed {
+    q.payload_off += at as u32;
+    q
 }
 
 /// The kernel's `track`, single-threaded: same counters, flags and classification steps.

@@ -102,7 +102,7 @@ mod tests {
 
     fn event() -> Event {
         let (key, side) = FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 2], 40000, [10, 0, 0, 1], 443);
-        Event::Flow(FlowEvent::new(
+        Event::Flow(Box::new(FlowEvent::new(
             "flow",
             "2026-11-23T10:00:00.000Z".into(),
             Endpoints::new(&key, side),
@@ -110,7 +110,7 @@ mod tests {
             Encryption::Encrypted,
             Action::Allow,
             "veth0".into(),
-        ))
+        )))
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_MPLS_UC: u16 = 0x8847;
+pub const ETH_P_MPLS_MC: u16 = 0x8848;
+pub const MPLS_LABEL_LEN: usize = 4;
+pub const MAX_MPLS_LABELS: usize = 4;
 
 pub const IPV4_MIN_HDR_LEN: usize = 20;
 pub const IPV6_HDR_LEN: usize = 40;
@@ -27,6 +31,10 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPsec: Encapsulating Security Payload and Authentication Header, tracked as port-less flows.
 pub const IPPROTO_ICMP: u8 = 1;
+/// IPv4 in IP, IPv6 in IP, GRE: tunnels `analyze` looks inside.
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_GRE: u8 = 47;
 pub const IPPROTO_IGMP: u8 = 2;
 pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_ESP: u8 = 50;

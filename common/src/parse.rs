@@ -88,7 +88,6 @@ pub unsafe fn parse_ethernet(
         ethertype = be16(i0, i1);
         l3 += VLAN_HDR_LEN;
     }
-    // SAFETY: forwarded from the caller.
     unsafe { parse_l3(ethertype, start, end, l3, wire_len, out) }
 }
 
@@ -106,6 +105,26 @@ pub unsafe fn parse_l3(
     wire_len: u32,
     out: &mut Parsed,
 ) -> Result<(), Skip> {
+    let (mut ethertype, mut l3) = (ethertype, l3);
+    // MPLS: skip the label stack to its bottom entry; the IP version nibble follows.
+    if ethertype == ETH_P_MPLS_UC || ethertype == ETH_P_MPLS_MC {
+        let mut bottom = false;
+        for _ in 0..MAX_MPLS_LABELS {
+            let &[_, _, s, _] = header::<MPLS_LABEL_LEN>(start, end, l3)?;
+            l3 += MPLS_LABEL_LEN;
+            if s & 1 != 0 {
+                bottom = true;
+                break;
+            }
+        }
+        let &[v] = header::<1>(start, end, l3)?;
+        ethertype = match (bottom, v >> 4) {
+            (true, 4) => ETH_P_IP,
+            (true, 6) => ETH_P_IPV6,
+            _ => return Err(Skip::NonIp),
+        };
+    }
+    // SAFETY: forwarded from the caller.
     match ethertype {
         ETH_P_IP => parse_ipv4(wire_len, start, end, l3, out),
         ETH_P_IPV6 => parse_ipv6(wire_len, start, end, l3, out),
@@ -274,6 +293,9 @@ fn parse_l4(
         IPPROTO_ESP | IPPROTO_AH => (0, 0, None, 0, 0),
         // Control messages in clear between two hosts, one flow per pair like AWS flow logs.
         IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_IGMP => (0, 0, None, 0, 0),
+        // Tunnels between two hosts: followed as port-less flows here; `analyze` parses the
+        // packet inside instead.
+        IPPROTO_GRE | IPPROTO_IPIP | IPPROTO_IPV6 => (0, 0, None, 0, 0),
         _ => return Err(Skip::OtherTransport),
     };
     let payload_off = l4.off as u32 + hdr_len;

@@ -85,6 +85,9 @@ mod tests {
     }
 }
 
+/// Percent of labelled corpus flows whose encryption verdict must be right (issue 4).
+const MIN_CORPUS_ACCURACY: f64 = 98.0;
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -123,14 +126,30 @@ fn test() -> anyhow::Result<()> {
     });
     // Tests clean up after themselves; this catches what an interrupted run left.
     sealwatch_tests::cleanup_stale();
-    let (status, totals) = run?;
+    let (status, mut totals) = run?;
+    // The accuracy gate: analyze over the labelled corpus must get the encryption verdict
+    // right for at least 98% of flows and never call a plaintext flow encrypted.
+    let gate = step("corpus accuracy gate", || {
+        corpus::run(
+            &agent_binary(),
+            &workspace_root().join("../shared/corpus"),
+            Some(MIN_CORPUS_ACCURACY),
+        )
+    });
+    match gate {
+        Ok(()) => totals.passed += 1,
+        Err(e) => {
+            eprintln!("corpus accuracy gate failed: {e:#}");
+            totals.failed += 1;
+        }
+    }
     // One closing line for the whole run, whatever order the test binaries ran in.
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !status.success() {
-        bail!("tests failed ({status})");
+    if !status.success() || totals.failed > 0 {
+        bail!("tests failed ({status}, {} failed)", totals.failed);
     }
     if totals.passed == 0 {
         bail!("no test ran");

@@ -341,6 +341,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
     if ctx.transport == IPPROTO_IGMP {
         return Verdict::new(Protocol::Igmp, Encryption::Plaintext);
     }
+    if ctx.transport != IPPROTO_TCP && ctx.transport != IPPROTO_UDP {
+        return Verdict::UNKNOWN;
+    }
     if let Some(v) = dns::dnscrypt_response(window, ctx) {
         return v;
     }
