@@ -30,7 +30,7 @@ fn bad_usage_exits_2() {
     for args in [
         &["run"][..],
         &["run", "--iface", "lo", "--attach", "bogus"],
-        &["run", "--iface", "lo", "--sample-bytes", "5000"],
+        &["run", "--iface", "lo", "--sample-bytes", "9000"],
         &["frobnicate"],
     ] {
         let out = sealwatch(args);
