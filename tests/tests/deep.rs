@@ -53,7 +53,7 @@ while True:
         c.close()
 "#;
 
-fn flow<'a>(evs: &'a [Value], port: u16) -> Option<&'a Value> {
+fn flow(evs: &[Value], port: u16) -> Option<&Value> {
     evs.iter()
         .find(|e| e["event"] == "flow" && e["server.port"] == port)
 }
