@@ -30,6 +30,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("openssh-server", "lab SSH server"),
     ("openssh-client", "lab SSH client and host keys"),
     ("netcat-openbsd", "lab raw TCP/UDP peers"),
+    (
+        "redis-server",
+        "lab Redis server and redis-cli, plain and TLS",
+    ),
+    (
+        "postgresql",
+        "lab PostgreSQL server and psql, with and without SSL",
+    ),
+    ("bind9-dnsutils", "lab DNS client (dig)"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
