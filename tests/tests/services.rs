@@ -1,6 +1,11 @@
 //! Service protocols on live traffic with their real servers and clients: redis-server in clear
 //! and over TLS, PostgreSQL with `sslmode=disable` and `sslmode=require` (SSLRequest, then TLS),
 //! and DNS over UDP from `dig`.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "privileged tests panic with a message"
+)]
 
 use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
