@@ -56,6 +56,11 @@ pub fn agent_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/sealwatch")
 }
 
+/// A lab peer built from `tests/peers` (next to the agent binary).
+pub fn peer_binary(name: &str) -> PathBuf {
+    agent_binary().with_file_name(name)
+}
+
 pub struct Lab {
     pub server_ns: String,
     pub client_ns: String,

@@ -1,10 +1,11 @@
 //! What the agent reads from handshakes on live traffic: TLS details from a real curl/openssl
-//! exchange, a TLS 1.0 handshake reported weak, and SMTP upgraded with STARTTLS (openssl
-//! s_client against a small SMTP server that switches to TLS with Python's ssl module).
+//! exchange, a TLS 1.0 handshake reported weak, SMTP upgraded with STARTTLS (openssl s_client
+//! against a small SMTP server that switches to TLS with Python's ssl module), and a TLS 1.3
+//! key exchange over X25519MLKEM768 between rustls peers (`tests/peers`).
 
 use std::time::Duration;
 
-use sealwatch_tests::{Lab, require_root};
+use sealwatch_tests::{Lab, peer_binary, require_root};
 use serde_json::Value;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +86,11 @@ fn handshakes_are_read_on_live_traffic() {
     std::fs::write(lab.dir.join("smtpd.py"), SMTP_SERVER).expect("smtpd script");
     lab.spawn_server(&["python3", "smtpd.py", "2525"])
         .expect("smtp server");
-    for port in [8444, 2525] {
+    let pq = peer_binary("pq-tls");
+    let pq = pq.to_string_lossy();
+    lab.spawn_server(&[&pq, "server", "8445", "tls.crt", "tls.key"])
+        .expect("pq server");
+    for port in [8444, 2525, 8445] {
         lab.wait_listening(port, false).expect("listening");
     }
     let agent = lab.start_agent(&["--idle-timeout", "3s"]).expect("agent");
@@ -158,11 +163,28 @@ fn handshakes_are_read_on_live_traffic() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // TLS 1.3 over the X25519MLKEM768 hybrid.
+    let out = lab
+        .client(
+            &[&pq, "client", &s4, "8445", "pq.lab.test"],
+            None,
+            CLIENT_TIMEOUT,
+        )
+        .expect("pq client");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("group=X25519MLKEM768") && said.contains("hello from the pq server"),
+        "pq handshake: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     agent
         .wait_for(Duration::from_secs(15), |evs| {
-            [8443, 8444, 2525].iter().all(|&p| flow(evs, p).is_some())
+            [8443, 8444, 2525, 8445]
+                .iter()
+                .all(|&p| flow(evs, p).is_some())
         })
-        .expect("the three flows reported");
+        .expect("the four flows reported");
     let evs = agent.events();
     agent.stop().expect("stop");
 
@@ -203,6 +225,18 @@ fn handshakes_are_read_on_live_traffic() {
     );
     assert_eq!(tls10["sealwatch.encryption"], "encrypted");
     assert_eq!(tls10["sealwatch.action"], "alert", "weak encryption alerts");
+
+    let pq = flow(&evs, 8445).expect("post-quantum flow");
+    assert_eq!(pq["tls.protocol.version"], "1.3", "{pq}");
+    assert_eq!(pq["tls.key_exchange.group"], "X25519MLKEM768", "{pq}");
+    assert_eq!(pq["sealwatch.pq"], true, "{pq}");
+    assert_eq!(pq["tls.server.name"], "pq.lab.test", "{pq}");
+    assert!(
+        pq["tls.client.ja4"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("t13d")),
+        "the whole ClientHello, key share included, was read: {pq}"
+    );
 
     let smtp = flow(&evs, 2525).expect("smtp flow");
     assert_eq!(smtp["network.protocol.name"], "smtp", "{smtp}");

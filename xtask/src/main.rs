@@ -100,7 +100,13 @@ fn agent_binary() -> PathBuf {
 }
 
 fn build() -> anyhow::Result<()> {
-    cargo(&["build", "--package", "sealwatch"])
+    cargo(&[
+        "build",
+        "--package",
+        "sealwatch",
+        "--package",
+        "sealwatch-lab-peers",
+    ])
 }
 
 fn test() -> anyhow::Result<()> {
