@@ -26,8 +26,59 @@ const CONTENT_APPLICATION_DATA: u8 = 23;
 
 #[inline(always)]
 pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
-    hello(w).or_else(|| if ctx.start_seen { None } else { record(w) })
+    hello(w)
+        .or_else(|| sslv2_client_hello(w, ctx))
+        .or_else(|| if ctx.start_seen { None } else { record(w) })
 }
+
+/// A ClientHello in the SSL 2.0 record format (a 2-byte header with the top bit set), which
+/// very old clients send and some still send for compatibility while offering SSL 3.0 to
+/// TLS 1.2: message type 1, version 0.2 or 3.0-3.3, then cipher-spec, session-id and challenge
+/// lengths that must add up to the record exactly (cipher specs are 3 bytes each, the session
+/// id empty or 16 bytes, the challenge 16 to 32). Whether SSL 2.0 is really spoken is for the
+/// deep parse to say (`sealwatch.weak`).
+#[inline(always)]
+fn sslv2_client_hello(w: &[u8], ctx: &Context) -> Option<Verdict> {
+    let &[
+        h0,
+        h1,
+        1,
+        major,
+        minor,
+        cs_hi,
+        cs_lo,
+        sid_hi,
+        sid_lo,
+        ch_hi,
+        ch_lo,
+        ..,
+    ] = w
+    else {
+        return None;
+    };
+    if h0 & 0x80 == 0 || !matches!((major, minor), (0, 2) | (3, 0..=3)) {
+        return None;
+    }
+    let record = u32::from(u16::from_be_bytes([h0 & 0x7f, h1]));
+    let specs = u32::from(u16::from_be_bytes([cs_hi, cs_lo]));
+    let session = u16::from_be_bytes([sid_hi, sid_lo]);
+    let challenge = u16::from_be_bytes([ch_hi, ch_lo]);
+    let fields = specs
+        .checked_add(u32::from(session))?
+        .checked_add(u32::from(challenge))?
+        .checked_add(SSLV2_HELLO_FIXED)?;
+    let ok = specs > 0
+        && specs % 3 == 0
+        && matches!(session, 0 | 16)
+        && (16..=32).contains(&challenge)
+        && fields == record
+        && record.checked_add(2)? <= ctx.payload_len;
+    ok.then_some(Verdict::new(Protocol::Tls, Encryption::Encrypted))
+}
+
+/// SSL 2.0 ClientHello bytes counted in the record length before the three variable fields:
+/// message type, version, and the three 2-byte lengths.
+const SSLV2_HELLO_FIXED: u32 = 9;
 
 /// A record header alone, for flows whose handshake we did not see.
 #[inline(always)]
@@ -104,6 +155,26 @@ mod tests {
                 TLS.unwrap_or(Verdict::UNKNOWN)
             );
         }
+    }
+
+    /// An SSL 2.0-format ClientHello offering TLS 1.0, laid out as RFC 6101 Appendix E.2 and
+    /// old OpenSSL (`-ssl2` compat hellos) send it: 2 cipher specs, no session id, a 16-byte
+    /// challenge. Hand-assembled: no capture of one exists in the corpus and today's OpenSSL
+    /// cannot send one.
+    const SSLV2_HELLO: &str = "801f0103010006000000100000040100800102030405060708090a0b0c0d0e0f10";
+
+    #[test]
+    fn sslv2_format_client_hellos() {
+        let hello = hex(SSLV2_HELLO);
+        assert_eq!(hello.len(), 33);
+        assert_eq!(detect(&hello, &Context::tcp(33, true)), TLS);
+        // Lengths that do not add up, or a packet shorter than the record.
+        let mut bad = hello.clone();
+        bad[10] = 0x11;
+        assert_eq!(detect(&bad, &Context::tcp(33, true)), None);
+        assert_eq!(detect(&hello, &Context::tcp(20, true)), None);
+        // HTTP and other text never has the top bit set in its first byte.
+        assert_eq!(detect(b"GET / HTTP/1.1\r\n", &FROM_SYN), None);
     }
 
     #[test]
