@@ -111,7 +111,6 @@ pub fn examine(
         tls: None,
     };
     let (cs, ss) = (streams.side(client), streams.side(client ^ 1));
-    let both_spoke = !cs.is_empty() && !ss.is_empty();
     let server_may_grow = ss.may_grow(budget);
 
     match kernel.protocol {
@@ -249,11 +248,9 @@ pub fn examine(
                 f.encryption = Encryption::Encrypted;
                 return (f, Settled::Yes);
             }
-            if (client_may_grow || server_may_grow) && !both_spoke {
-                return (f, Settled::Waiting);
-            }
-            let datagrams = cs.datagrams().count() + ss.datagrams().count();
-            if datagrams < 4 && (client_may_grow || server_may_grow) {
+                        // STUN checks can go on for a while before DTLS starts (ICE tries its candidate
+            // pairs first): wait while either side may still send, the hold bounds it.
+            if client_may_grow || server_may_grow {
                 return (f, Settled::Waiting);
             }
             (f, Settled::Yes)
