@@ -10,7 +10,10 @@ use sealwatch_common::{
     net::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use sealwatch_inspect::tls::{TlsDetails, inspect_dtls, inspect_tls};
+use sealwatch_inspect::{
+    quic::inspect_quic,
+    tls::{TlsDetails, inspect_dtls, inspect_tls},
+};
 
 use crate::streams::Streams;
 
@@ -50,10 +53,17 @@ impl Findings {
             [self.tls_start[i], self.tls_start[i ^ 1]]
         };
         self.tls = match self.protocol {
-            Protocol::Dtls => {
+                        Protocol::Dtls => {
                 let c: Vec<&[u8]> = cs.datagrams().collect();
                 let s: Vec<&[u8]> = ss.datagrams().collect();
                 inspect_dtls(&c, &s)
+            }
+            // Initial packets are encrypted with keys anyone can derive from the client's
+            // connection ID: decrypted, they hold the same hellos as TLS.
+            Protocol::Quic => {
+                let c: Vec<&[u8]> = cs.datagrams().collect();
+                let s: Vec<&[u8]> = ss.datagrams().collect();
+                inspect_quic(&c, &s)
             }
             _ if c.is_some() => {
                 let from = |b: &[u8], at: Option<usize>| -> Vec<u8> {

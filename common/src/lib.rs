@@ -32,7 +32,7 @@ pub const EVENTS_RING_BYTES: u32 = 4 << 20;
 /// Kernel global: bytes of payload to sample per flow direction (at most [`MAX_SAMPLE_BYTES`]).
 pub const SAMPLE_BYTES_GLOBAL: &str = "SAMPLE_BYTES";
 /// Default sample size per flow direction.
-pub const DEFAULT_SAMPLE_BYTES: u16 = 2048;
+pub const DEFAULT_SAMPLE_BYTES: u16 = 4096;
 /// Largest payload copy one [`event::PayloadSample`] record can hold.
 pub const MAX_SAMPLE: usize = 2048;
 /// Largest per-direction sample budget: a ClientHello offering a post-quantum key share is

@@ -1,5 +1,5 @@
-//! Checks the inspector against nDPI's expected output for the TLS and DTLS flows of the real
-//! captures in `../shared/corpus`: JA4, SNI, negotiated version and cipher suite.
+//! Checks the inspector against nDPI's expected output for the TLS, DTLS and QUIC flows of the
+//! real captures in `../shared/corpus`: JA4, SNI, ALPN, negotiated version and cipher suite.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -8,6 +8,7 @@
 
 mod support;
 
+use sealwatch_inspect::quic::inspect_quic;
 use sealwatch_inspect::tls::{TlsDetails, inspect_dtls, inspect_tls};
 use support::{NdpiFlow, corpus_dir, ndpi_flows, ndpi_version, read_capture};
 
@@ -23,8 +24,9 @@ const NDPI_EMPTY_HASH: &str = "e3b0c44298fc";
 ///   extension is missing (its own risk list then says "Missing SNI TLS Extn"); the
 ///   specification says `d` exactly when the SNI extension is there, i.e. when nDPI prints a
 ///   `Hostname/SNI`.
-/// - ALPN: nDPI writes the first two characters of the first ALPN value (`ht` for `http/1.1`);
-///   the specification wants its first and last (`h1`).
+/// - ALPN: nDPI writes the first two characters of the first ALPN value (`ht` for `http/1.1`,
+///   `h3` for QUIC's `h3-29`), and `h0` for a lone `h3`; the specification wants its first and
+///   last (`h1`, `h9`, `h3`).
 /// - DTLS version: nDPI keeps the legacy version (DTLS 1.2, `0xfefd`) when supported_versions
 ///   only holds DTLS 1.3 (`0xfefc`, numerically lower); the specification takes the highest
 ///   supported_versions value, `d3`.
@@ -173,17 +175,7 @@ fn inspect(
 #[test]
 fn matches_ndpi_on_real_tls_flows() {
     let dir = corpus_dir();
-    assert!(
-        dir.join("ndpi_out").is_dir(),
-        "corpus missing at {}: the shared corpus must sit beside the repository",
-        dir.display()
-    );
-    let mut outs: Vec<String> = std::fs::read_dir(dir.join("ndpi_out"))
-        .expect("ndpi_out")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| name.strip_suffix(".out").map(str::to_owned))
-        .collect();
-    outs.sort();
+    let outs = corpus_captures();
     let mut tallies: Vec<Tally> = [None, Some(2048), Some(512)]
         .into_iter()
         .map(|sample| Tally {
@@ -192,9 +184,11 @@ fn matches_ndpi_on_real_tls_flows() {
         })
         .collect();
     for pcap in outs {
+        // QUIC flows have their own test below.
         let flows: Vec<NdpiFlow> = ndpi_flows(&pcap)
             .into_iter()
             .filter(|f| f.ja4.is_some() || f.cipher.is_some())
+            .filter(|f| f.quic_version.is_none())
             .collect();
         if flows.is_empty() {
             continue;
@@ -267,5 +261,183 @@ fn report(tally: &Tally) {
     );
     for m in &tally.mismatches {
         eprintln!("MISMATCH {m}");
+    }
+}
+
+/// The captures nDPI's output exists for; fails when the corpus is missing.
+fn corpus_captures() -> Vec<String> {
+    let dir = corpus_dir();
+    assert!(
+        dir.join("ndpi_out").is_dir(),
+        "corpus missing at {}: the shared corpus must sit beside the repository",
+        dir.display()
+    );
+    let mut outs: Vec<String> = std::fs::read_dir(dir.join("ndpi_out"))
+        .expect("ndpi_out")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_suffix(".out").map(str::to_owned))
+        .collect();
+    outs.sort();
+    outs
+}
+
+/// What the QUIC comparison found, for the report and the assertions.
+#[derive(Default)]
+struct QuicTally {
+    /// Flows nDPI read a TLS ClientHello in (it prints a JA4 then).
+    tls_flows: usize,
+    opened: usize,
+    ja4: usize,
+    ja4_verbatim: usize,
+    sni: usize,
+    alpn: usize,
+    server_hello: usize,
+    versions: std::collections::BTreeSet<String>,
+    /// QUIC flows without TLS for nDPI (Google QUIC crypto, version negotiation only, ...) and
+    /// what we made of them.
+    other: Vec<String>,
+    mismatches: Vec<String>,
+}
+
+impl QuicTally {
+    fn check(&mut self, what: &str, at: &str, ours: Option<&str>, theirs: &str) -> bool {
+        if ours == Some(theirs) {
+            return true;
+        }
+        self.mismatches
+            .push(format!("{at} {what}: ours {ours:?}, nDPI {theirs:?}"));
+        false
+    }
+
+    fn compare(&mut self, at: &str, flow: &NdpiFlow, d: &TlsDetails) {
+        self.opened += 1;
+        self.server_hello += usize::from(d.server_hello_seen);
+        if let Some(theirs) = &flow.ja4 {
+            let spec = ndpi_ja4_per_spec(flow, theirs);
+            self.ja4_verbatim += usize::from(d.ja4.as_deref() == Some(theirs.as_str()));
+            if self.check("ja4", at, d.ja4.as_deref(), &spec) {
+                self.ja4 += 1;
+            }
+        }
+        if let Some(theirs) = &flow.sni
+            && self.check("sni", at, d.server_name.as_deref(), theirs)
+        {
+            self.sni += 1;
+        }
+        // nDPI lists the client's offer with `;`; TLS 1.3 hides the server's choice.
+        if let Some(theirs) = &flow.advertised_alpns {
+            let ours = (!d.alpn_negotiated).then_some(d.alpn.as_deref()).flatten();
+            if self.check("alpn", at, ours, &theirs.replace(';', ",")) {
+                self.alpn += 1;
+            }
+        }
+        // Without a ServerHello nDPI reports the client's highest offer; we report none.
+        if let (Some(theirs), true) = (
+            flow.version.as_deref().and_then(ndpi_version),
+            d.server_hello_seen,
+        ) {
+            self.check("version", at, d.version.map(|v| v.name()), theirs);
+        }
+    }
+}
+
+fn quic(
+    capture: &support::Capture,
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+) -> Option<TlsDetails> {
+    let c = capture.udp_datagrams((client, server));
+    let s = capture.udp_datagrams((server, client));
+    let c: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+    let s: Vec<&[u8]> = s.iter().map(Vec::as_slice).collect();
+    inspect_quic(&c, &s)
+}
+
+#[test]
+fn matches_ndpi_on_real_quic_flows() {
+    let dir = corpus_dir();
+    let mut tally = QuicTally::default();
+    for pcap in corpus_captures() {
+        let flows: Vec<NdpiFlow> = ndpi_flows(&pcap)
+            .into_iter()
+            .filter(|f| f.transport == "UDP" && f.quic_version.is_some())
+            .collect();
+        if flows.is_empty() {
+            continue;
+        }
+        let capture = read_capture(&dir.join("pcaps").join(&pcap));
+        for flow in &flows {
+            let (Some(client), Some(server)) = (flow.client, flow.server) else {
+                continue;
+            };
+            let version = flow.quic_version.clone().unwrap_or_default();
+            let at = format!("{pcap}:{} {version}", flow.line);
+            // nDPI names the first sender the client; so do we, but try both to be sure.
+            let details = quic(&capture, client, server).or_else(|| quic(&capture, server, client));
+            if flow.ja4.is_none() {
+                let found = details.map(|d| {
+                    format!(
+                        "sni {:?} ja4 {:?} alpn {:?} server hello {}",
+                        d.server_name, d.ja4, d.alpn, d.server_hello_seen
+                    )
+                });
+                tally.other.push(format!("{at}: {found:?}"));
+                continue;
+            }
+            tally.tls_flows += 1;
+            match details {
+                Some(d) => {
+                    eprintln!(
+                        "{at}: sni {:?} alpn {:?} ja4 {:?}; server hello {}: {:?} {:?} pq {:?}",
+                        d.server_name,
+                        d.alpn,
+                        d.ja4,
+                        d.server_hello_seen,
+                        d.cipher_name,
+                        d.group_name,
+                        d.pq
+                    );
+                    tally.versions.insert(version);
+                    tally.compare(&at, flow, &d);
+                }
+                None => tally.mismatches.push(format!("{at}: nothing opened")),
+            }
+        }
+    }
+    eprintln!(
+        "QUIC: {} flows with TLS for nDPI ({} versions: {:?}), {} opened: ja4 {} ({} verbatim) \
+         sni {} alpn {} matched, {} with the ServerHello",
+        tally.tls_flows,
+        tally.versions.len(),
+        tally.versions,
+        tally.opened,
+        tally.ja4,
+        tally.ja4_verbatim,
+        tally.sni,
+        tally.alpn,
+        tally.server_hello,
+    );
+    for o in &tally.other {
+        eprintln!("no TLS for nDPI: {o}");
+    }
+    for m in &tally.mismatches {
+        eprintln!("MISMATCH {m}");
+    }
+    assert!(
+        tally.mismatches.is_empty(),
+        "{} mismatches",
+        tally.mismatches.len()
+    );
+    // The comparison covered what the corpus holds: v1, drafts 23 to 29, Google's T05x; the
+    // client's hello of every flow, the server's wherever the capture has it.
+    assert!(tally.versions.len() >= 7, "{:?}", tally.versions);
+    for (what, n, at_least) in [
+        ("flows", tally.tls_flows, 14),
+        ("ja4", tally.ja4, 14),
+        ("sni", tally.sni, 12),
+        ("alpn", tally.alpn, 14),
+        ("server hello", tally.server_hello, 10),
+    ] {
+        assert!(n >= at_least, "{what}: only {n}");
     }
 }

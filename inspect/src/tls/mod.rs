@@ -188,8 +188,8 @@ pub fn inspect_dtls(client_datagrams: &[&[u8]], server_datagrams: &[&[u8]]) -> O
 
 /// Inspects the handshake carried in QUIC CRYPTO frames: `client_crypto` and `server_crypto`
 /// are the (decrypted, reassembled) CRYPTO stream data of each side's Initial packets, that is
-/// bare handshake messages without a record layer. `None` unless one side starts with a
-/// ClientHello or ServerHello.
+/// bare handshake messages without a record layer; [`crate::quic::inspect_quic`] gets them from
+/// the datagrams. `None` unless one side starts with a ClientHello or ServerHello.
 pub fn inspect_quic_crypto(client_crypto: &[u8], server_crypto: &[u8]) -> Option<TlsDetails> {
     let starts_with = |bytes: &[u8], msg_type| bytes.first() == Some(&msg_type);
     if !starts_with(client_crypto, HS_CLIENT_HELLO) && !starts_with(server_crypto, HS_SERVER_HELLO)

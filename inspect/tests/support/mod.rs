@@ -1,7 +1,10 @@
 //! Test helpers: read a capture, rebuild each TCP direction's stream prefix and each UDP
-//! direction's first datagrams, and read nDPI's expected output for the same capture.
+//! direction's first datagrams, and read nDPI's expected output for the same capture; build
+//! protected QUIC Initial packets ([`quic`]).
 
 #![allow(dead_code, reason = "each test binary uses part of the helpers")]
+
+pub mod quic;
 
 use std::{
     collections::HashMap,
@@ -12,6 +15,9 @@ use std::{
 
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError, create_reader};
+
+/// pcap-parser has no name for it.
+const LINKTYPE_PPP: Linktype = Linktype(9);
 
 /// How much of each TCP direction we rebuild: more than any agent sample.
 pub const STREAM_PREFIX: usize = 16 * 1024;
@@ -131,6 +137,15 @@ fn slice(link: Linktype, data: &[u8]) -> Option<LaxSlicedPacket<'_>> {
             ))
         }
         Linktype::NULL | Linktype::LOOP => LaxSlicedPacket::from_ip(data.get(4..)?).ok(),
+        // PPP in HDLC-like framing (address 0xff, control 0x03) or without it, then the PPP
+        // protocol: 0x0021 IPv4, 0x0057 IPv6.
+        LINKTYPE_PPP => {
+            let data = data.strip_prefix(&[0xff, 0x03]).unwrap_or(data);
+            match data.get(..2)? {
+                [0x00, 0x21] | [0x00, 0x57] => LaxSlicedPacket::from_ip(data.get(2..)?).ok(),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -203,6 +218,8 @@ pub struct NdpiFlow {
     pub advertised_alpns: Option<String>,
     /// `TLS Supported Versions`, `;`-separated.
     pub supported_versions: Option<String>,
+    /// `QUIC ver`, e.g. `V-1`, `Draft-29`, `Q046`, `Ver-Negotiation`.
+    pub quic_version: Option<String>,
 }
 
 /// Flow lines of `ndpi_out/<pcap>.out`.
@@ -244,6 +261,8 @@ pub fn ndpi_flows(pcap: &str) -> Vec<NdpiFlow> {
                 flow.advertised_alpns = Some(v.to_owned());
             } else if let Some(v) = field.strip_prefix("TLS Supported Versions: ") {
                 flow.supported_versions = Some(v.to_owned());
+            } else if let Some(v) = field.strip_prefix("QUIC ver: ") {
+                flow.quic_version = Some(v.to_owned());
             } else if field.starts_with("TLSv")
                 || field.starts_with("SSLv")
                 || field.starts_with("DTLSv")
