@@ -53,7 +53,7 @@ impl Findings {
             [self.tls_start[i], self.tls_start[i ^ 1]]
         };
         self.tls = match self.protocol {
-                        Protocol::Dtls => {
+            Protocol::Dtls => {
                 let c: Vec<&[u8]> = cs.datagrams().collect();
                 let s: Vec<&[u8]> = ss.datagrams().collect();
                 inspect_dtls(&c, &s)
@@ -137,7 +137,8 @@ pub fn examine(
                 },
             );
         }
-        Protocol::Dtls => {
+        // The server answers once the client's whole hello (maybe two datagrams) is in.
+        Protocol::Dtls | Protocol::Quic => {
             let settled = !ss.is_empty() || !server_may_grow;
             return (
                 f,
@@ -258,7 +259,7 @@ pub fn examine(
                 f.encryption = Encryption::Encrypted;
                 return (f, Settled::Yes);
             }
-                        // STUN checks can go on for a while before DTLS starts (ICE tries its candidate
+            // STUN checks can go on for a while before DTLS starts (ICE tries its candidate
             // pairs first): wait while either side may still send, the hold bounds it.
             if client_may_grow || server_may_grow {
                 return (f, Settled::Waiting);
