@@ -94,6 +94,60 @@ fn http_capture_gives_the_events_run_would() {
     );
 }
 
+/// Handshake details read offline match what nDPI printed for the same flows (its
+/// `ndpi_out/*.out`), except JA4's ALPN characters, where nDPI takes the first two and the FoxIO
+/// spec the first and last (`ht` there, `h1` here; `h3` there, `h2` here).
+#[test]
+fn handshake_details_of_tls_ftp_starttls_and_quic() {
+    let (out, events) = analyze(&[
+        &corpus("tls_verylong_certificate.pcap"),
+        &corpus("ftp-start-tls.pcap"),
+        &corpus("quic-23.pcap"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flow = |sni_or_port: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["event"] == "flow"
+                    && (e["tls.server.name"] == sni_or_port
+                        || e["server.port"].to_string() == sni_or_port)
+            })
+            .unwrap_or_else(|| panic!("no flow for {sni_or_port}: {events:?}"))
+    };
+    let tls = flow("feodotracker.abuse.ch");
+    assert_eq!(tls["tls.protocol.version"], "1.2");
+    assert_eq!(tls["tls.cipher"], "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+    assert_eq!(
+        tls["tls.client.ja4"],
+        "t12d6707h1_2955a3196ffa_c83f907a73d3"
+    );
+
+    let ftp = flow("21");
+    assert_eq!(ftp["network.protocol.name"], "ftp", "{ftp}");
+    assert_eq!(ftp["sealwatch.encryption"], "encrypted");
+    assert_eq!(ftp["sealwatch.starttls"], true);
+    assert_eq!(ftp["tls.protocol.version"], "1.0");
+    assert!(
+        ftp["sealwatch.weak"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|r| r == "tls<1.2") && w.iter().any(|r| r == "3des")),
+        "{ftp}"
+    );
+
+    let quic = flow("quic.aiortc.org");
+    assert_eq!(quic["network.protocol.name"], "quic");
+    assert_eq!(quic["tls.alpn"], "h3-22");
+    assert_eq!(
+        quic["tls.client.ja4"],
+        "q13d0308h2_55b375c5d22e_23ed935430f2"
+    );
+}
+
 #[test]
 fn several_captures_in_one_run() {
     let (out, events) = analyze(&[
