@@ -9,8 +9,12 @@ use std::process::Command;
 
 use sealwatch_tests::agent_binary;
 
+/// Runs the agent, killed after 60 s: a command that should fail fast but starts watching
+/// instead (a flag value that became valid) must fail the test, not stall the whole run.
 fn sealwatch(args: &[&str]) -> std::process::Output {
-    Command::new(agent_binary())
+    Command::new("timeout")
+        .args(["-k", "5", "60"])
+        .arg(agent_binary())
         .args(args)
         .output()
         .expect("run sealwatch")
