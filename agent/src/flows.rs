@@ -479,7 +479,12 @@ impl<T: FlowTable> FlowTracker<T> {
         if let Some(tls) = &findings.tls {
             event.set_tls(tls);
         }
-        event.action = policy::decide_with(findings.encryption, !event.weak.is_empty()).name();
+        event.action = policy::decide_with(
+            findings.protocol,
+            findings.encryption,
+            !event.weak.is_empty(),
+        )
+        .name();
         event
     }
 }
