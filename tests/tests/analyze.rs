@@ -115,7 +115,9 @@ fn handshake_details_of_tls_ftp_starttls_and_quic() {
             .find(|e| {
                 e["event"] == "flow"
                     && (e["tls.server.name"] == sni_or_port
-                        || e["server.port"].to_string() == sni_or_port)
+                        || sni_or_port
+                            .parse::<u16>()
+                            .is_ok_and(|port| e["server.port"] == port))
             })
             .unwrap_or_else(|| panic!("no flow for {sni_or_port}: {events:?}"))
     };
