@@ -47,12 +47,13 @@ fn flow_text(f: &FlowEvent) -> String {
     );
     match &f.end {
         None => format!(
-            "{} {:<9} {:<8} {peers}  action={} iface={}",
+            "{} {:<9} {:<8} {peers}  action={} iface={}{}",
             f.time,
             f.encryption.to_uppercase(),
             f.protocol,
             f.action,
-            f.interface
+            f.interface,
+            details(f)
         ),
         Some(end) => format!(
             "{} {:<9} {:<8} {peers}  {} after {} ms: client sent {} B in {} pkts, server sent {} B in {} pkts",
@@ -67,6 +68,34 @@ fn flow_text(f: &FlowEvent) -> String {
             end.server_packets
         ),
     }
+}
+
+/// What deep parsing added, shortest first: `starttls tls=1.3 X25519MLKEM768 pq sni=db.internal
+/// weak=tls<1.2,3des`.
+fn details(f: &FlowEvent) -> String {
+    let mut s = String::new();
+    if f.starttls == Some(true) {
+        s.push_str(" starttls");
+    }
+    if f.fully_encrypted == Some(true) {
+        s.push_str(" fully-encrypted");
+    }
+    if let Some(v) = f.tls_version {
+        s.push_str(&format!(" tls={v}"));
+    }
+    if let Some(g) = &f.tls_group {
+        s.push_str(&format!(" {g}"));
+    }
+    if f.pq == Some(true) {
+        s.push_str(" pq");
+    }
+    if let Some(sni) = &f.tls_server_name {
+        s.push_str(&format!(" sni={sni}"));
+    }
+    if !f.weak.is_empty() {
+        s.push_str(&format!(" weak={}", f.weak.join(",")));
+    }
+    s
 }
 
 fn socket(addr: &str, port: u16, network_type: &str) -> String {
@@ -133,6 +162,26 @@ mod tests {
         assert_eq!(
             line,
             "2026-11-23T10:00:00.000Z ENCRYPTED tls      tcp 10.0.0.2:40000 -> 10.0.0.1:443  action=allow iface=veth0\n"
+        );
+    }
+
+    #[test]
+    fn text_line_adds_what_the_handshake_said() {
+        let Event::Flow(mut f) = event() else {
+            panic!("a flow event");
+        };
+        f.starttls = Some(true);
+        f.tls_version = Some("1.3");
+        f.tls_group = Some("X25519MLKEM768".into());
+        f.pq = Some(true);
+        f.tls_server_name = Some("db.internal".into());
+        f.weak = vec!["tls<1.2", "3des"];
+        assert!(
+            flow_text(&f).ends_with(
+                "iface=veth0 starttls tls=1.3 X25519MLKEM768 pq sni=db.internal weak=tls<1.2,3des"
+            ),
+            "{}",
+            flow_text(&f)
         );
     }
 
