@@ -373,6 +373,29 @@ impl Summary {
     }
 }
 
+/// What a bare read of captures found.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ReadCounts {
+    pub frames: u64,
+    /// Size of the capture files.
+    pub bytes: u64,
+    /// Captured bytes of the frames handed on.
+    pub frame_bytes: u64,
+}
+
+/// Reads every frame of the captures and does nothing with it: the floor under [`analyze`],
+/// which `cargo xtask bench` reports analysis against, so its numbers mean the same on a fast
+/// and a slow machine.
+pub fn read_only(files: &[PathBuf]) -> Result<ReadCounts, CaptureError> {
+    let mut counts = ReadCounts::default();
+    for path in files {
+        let stats = read_capture(path, |frame| counts.frame_bytes += frame.data.len() as u64)?;
+        counts.frames += stats.frames;
+        counts.bytes += std::fs::metadata(path).map_or(0, |m| m.len());
+    }
+    Ok(counts)
+}
+
 /// Analyses each capture in turn, writing events as it goes.
 pub fn analyze<W: Write>(
     files: &[PathBuf],
