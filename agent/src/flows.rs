@@ -46,8 +46,13 @@ impl FlowTable for HashMap<FlowKey, FlowState> {
         HashMap::remove(self, key);
     }
 
+    /// In capture order (first packet, then key) rather than the map's: the sweep ends flows,
+    /// and so writes their events, in this order, and the same capture should give the same
+    /// output on every run.
     fn entries(&self) -> Vec<(FlowKey, FlowState)> {
-        self.iter().map(|(k, v)| (*k, *v)).collect()
+        let mut all: Vec<(FlowKey, FlowState)> = self.iter().map(|(k, v)| (*k, *v)).collect();
+        all.sort_unstable_by_key(|(k, s)| (s.first_ns, *k));
+        all
     }
 }
 
@@ -332,12 +337,14 @@ impl<T: FlowTable> FlowTracker<T> {
                 t.last_seen = Some(state);
             }
         }
-        let evicted: Vec<FlowKey> = self
+        let mut evicted: Vec<FlowKey> = self
             .flows
             .keys()
             .filter(|k| !present.contains(k))
             .copied()
             .collect();
+        // Not the map's order, which changes from run to run.
+        evicted.sort_unstable();
         for key in evicted {
             self.finish(&key, None, Reason::Evicted, out);
         }
@@ -356,7 +363,8 @@ impl<T: FlowTable> FlowTracker<T> {
         for (key, state) in open {
             self.finish(&key, Some(state), reason, out);
         }
-        let rest: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let mut rest: Vec<FlowKey> = self.flows.keys().copied().collect();
+        rest.sort_unstable();
         for key in rest {
             self.finish(&key, None, reason, out);
         }
@@ -721,6 +729,26 @@ mod tests {
             Some(("evicted", 9000))
         );
         assert_eq!(t.stats().flows_evicted, 1);
+    }
+
+    #[test]
+    fn the_offline_table_lists_flows_in_capture_order() {
+        let mut table = HashMap::new();
+        for (first_ns, port) in [(3, 80), (1, 81), (2, 82), (1, 79)] {
+            let k = FlowKey::ipv4(IPPROTO_TCP, [10, 9, 0, 2], 41000, [10, 9, 0, 1], port).0;
+            table.insert(
+                k,
+                FlowState {
+                    first_ns,
+                    ..FlowState::default()
+                },
+            );
+        }
+        let order: Vec<(u64, u16)> = FlowTable::entries(&table)
+            .iter()
+            .map(|(k, s)| (s.first_ns, k.port_lo))
+            .collect();
+        assert_eq!(order, [(1, 79), (1, 81), (2, 82), (3, 80)]);
     }
 
     #[test]
