@@ -3,14 +3,19 @@
 //! and the same [`FlowTracker`] that `run` uses, so a capture yields the events the agent would
 //! have printed watching that traffic.
 
-use std::{collections::BTreeMap, collections::HashMap, io::Write, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_SAMPLE_BYTES, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits,
-        classify_context, client_side, conclude, payload_step, tcp_flag_bits,
+        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
+        client_side, conclude, payload_step, tcp_flag_bits,
     },
     net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP},
     parse::{Parsed, Skip, parse_ethernet, parse_l3},
@@ -23,7 +28,7 @@ use crate::{
     cli::OutputFormat,
     event::Event,
     events::Sample,
-    flows::{EndOfInput, FlowTracker, Timeouts},
+    flows::{EndOfInput, FlowMap, FlowTracker, Timeouts},
     output::Output,
 };
 
@@ -34,6 +39,12 @@ const PPP_IPV6: u16 = 0x0057;
 /// `Timeouts::sweep_interval_ns`).
 const TICK_NS: u64 = 1_000_000_000;
 const CLOSE_LINGER_NS: u64 = 1_000_000_000;
+
+/// Events are written in batches; a reader at the other end of a pipe still gets them at least
+/// this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Frames between looks at the clock: a clock read per frame would cost more than the flush.
+const FRAMES_PER_CLOCK_READ: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
@@ -73,7 +84,7 @@ impl Engine {
     pub fn frame(
         &mut self,
         frame: &Frame<'_>,
-        table: &mut HashMap<FlowKey, FlowState>,
+        table: &mut FlowMap<FlowState>,
         notices: &mut Vec<FlowNotice>,
         samples: &mut Vec<Sample>,
     ) {
@@ -230,7 +241,7 @@ fn shift(mut q: Parsed, at: usize) -> Parsed {
 fn track(
     frame: &Frame<'_>,
     p: &Parsed,
-    table: &mut HashMap<FlowKey, FlowState>,
+    table: &mut FlowMap<FlowState>,
     notices: &mut Vec<FlowNotice>,
     samples: &mut Vec<Sample>,
     sample_budget: u32,
@@ -396,6 +407,39 @@ pub fn read_only(files: &[PathBuf]) -> Result<ReadCounts, CaptureError> {
     Ok(counts)
 }
 
+/// A wall-clock period checked from a per-frame loop, reading the clock only every
+/// [`FRAMES_PER_CLOCK_READ`] frames.
+struct Pace {
+    every: Duration,
+    next: Instant,
+    frames: u32,
+}
+
+impl Pace {
+    fn new(every: Duration) -> Pace {
+        Pace {
+            every,
+            next: Instant::now() + every,
+            frames: 0,
+        }
+    }
+
+    /// Called once per frame: true when the period has passed since it last was.
+    fn due(&mut self) -> bool {
+        self.frames += 1;
+        if self.frames < FRAMES_PER_CLOCK_READ {
+            return false;
+        }
+        self.frames = 0;
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.every;
+        true
+    }
+}
+
 /// Analyses each capture in turn, writing events as it goes.
 pub fn analyze<W: Write>(
     files: &[PathBuf],
@@ -403,7 +447,8 @@ pub fn analyze<W: Write>(
     format: OutputFormat,
     writer: W,
 ) -> Result<Summary, AnalyzeError> {
-    let mut out = Output::new(format, writer);
+    let mut out = Output::batched(format, BufWriter::with_capacity(1 << 16, writer));
+    let mut pace = Pace::new(FLUSH_EVERY);
     let mut summary = Summary::default();
     let timeouts = Timeouts {
         idle_ns: idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
@@ -415,20 +460,23 @@ pub fn analyze<W: Write>(
             |n| n.to_string_lossy().into_owned(),
         );
         let mut engine = Engine::default();
-        let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name)
+        let mut tracker = FlowTracker::offline(FlowMap::default(), timeouts, name)
             .with_sample_budget(u64::from(engine.sample_budget));
         let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
             engine.frame(frame, tracker.table_mut(), &mut notices, &mut samples);
-            // Live, the kernel queues a packet's notice before its sample.
-            for n in notices.drain(..) {
-                tracker.on_notice(&n, frame.ts_ns, &mut events);
+            // Live, the kernel queues a packet's notice before its sample. Iterated and
+            // cleared rather than drained: most frames bring none, and a `Drain` costs a call.
+            for n in &notices {
+                tracker.on_notice(n, frame.ts_ns, &mut events);
             }
-            for s in samples.drain(..) {
-                tracker.on_sample(&s, &mut events);
+            notices.clear();
+            for s in &samples {
+                tracker.on_sample(s, &mut events);
             }
+            samples.clear();
             tracker.flush_pending(frame.ts_ns, &mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);
@@ -438,11 +486,17 @@ pub fn analyze<W: Write>(
                 tracker.sweep(frame.ts_ns, &mut events);
                 next_sweep = frame.ts_ns.saturating_add(timeouts.sweep_interval_ns());
             }
-            for e in events.drain(..) {
-                summary.add(&e);
-                if let Err(err) = out.write(&e) {
+            for e in &events {
+                summary.add(e);
+                if let Err(err) = out.write(e) {
                     write_error.get_or_insert(err);
                 }
+            }
+            events.clear();
+            if pace.due()
+                && let Err(err) = out.flush()
+            {
+                write_error.get_or_insert(err);
             }
         })?;
         tracker.finish_all(EndOfInput::CaptureEnd, &mut events);
@@ -450,6 +504,7 @@ pub fn analyze<W: Write>(
             summary.add(&e);
             out.write(&e).map_err(AnalyzeError::Output)?;
         }
+        out.flush().map_err(AnalyzeError::Output)?;
         if let Some(err) = write_error {
             return Err(AnalyzeError::Output(err));
         }

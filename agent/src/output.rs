@@ -10,22 +10,49 @@ use crate::{
 pub struct Output<W> {
     format: OutputFormat,
     writer: W,
+    /// Flush after every event (live events) or only when told (analysis of a file).
+    flush_each: bool,
+    /// One event's line, reused: serde_json writes many small pieces, which straight into a
+    /// locked stdout each pay its newline search.
+    line: Vec<u8>,
 }
 
 impl<W: Write> Output<W> {
+    /// Live events (`run`): consumed as they come (pipes, `jq`, log shippers), so each is
+    /// flushed at once and none waits in a buffer.
     pub fn new(format: OutputFormat, writer: W) -> Output<W> {
-        Output { format, writer }
+        Output {
+            format,
+            writer,
+            flush_each: true,
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Events written through a buffer and flushed when the caller says (`analyze`: a write
+    /// per event was a good part of its time on captures with many short flows).
+    pub fn batched(format: OutputFormat, writer: W) -> Output<W> {
+        Output {
+            flush_each: false,
+            ..Output::new(format, writer)
+        }
     }
 
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
+        self.line.clear();
         match self.format {
-            OutputFormat::Json => {
-                serde_json::to_writer(&mut self.writer, event)?;
-                self.writer.write_all(b"\n")?;
-            }
-            OutputFormat::Text => writeln!(self.writer, "{}", text(event))?,
+            OutputFormat::Json => serde_json::to_writer(&mut self.line, event)?,
+            OutputFormat::Text => write!(self.line, "{}", text(event))?,
         }
-        // Events are consumed live (pipes, `jq`, log shippers): never leave one in a buffer.
+        self.line.push(b'\n');
+        self.writer.write_all(&self.line)?;
+        if self.flush_each {
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
     }
 }
@@ -123,6 +150,35 @@ mod tests {
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
         assert_eq!(v["network.protocol.name"], "tls");
+    }
+
+    /// Counts flushes, to tell live output from batched.
+    #[derive(Default)]
+    struct Flushes(Vec<u8>, usize);
+
+    impl Write for Flushes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn live_output_flushes_every_event_batched_only_when_asked() {
+        let mut live = Output::new(OutputFormat::Json, Flushes::default());
+        live.write(&event()).ok();
+        live.write(&event()).ok();
+        assert_eq!(live.writer.1, 2);
+        let mut batched = Output::batched(OutputFormat::Json, Flushes::default());
+        batched.write(&event()).ok();
+        batched.write(&event()).ok();
+        assert_eq!(batched.writer.1, 0);
+        batched.flush().ok();
+        assert_eq!(batched.writer.1, 1);
+        assert_eq!(batched.writer.0, live.writer.0);
     }
 
     #[test]
