@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufWriter, Write},
+    io::Write,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -30,6 +30,7 @@ use crate::{
     events::Sample,
     flows::{EndOfInput, FlowMap, FlowTracker, Timeouts},
     output::Output,
+    progress::Progress,
 };
 
 const PPP_IPV4: u16 = 0x0021;
@@ -41,8 +42,11 @@ const TICK_NS: u64 = 1_000_000_000;
 const CLOSE_LINGER_NS: u64 = 1_000_000_000;
 
 /// Events are written in batches; a reader at the other end of a pipe still gets them at least
-/// this often.
+/// this often. Also how often the progress line is redrawn.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Pending events are written out at this size even before [`FLUSH_EVERY`] has passed: a
+/// bound on memory when a stretch of capture ends thousands of flows at once.
+const MAX_PENDING_BYTES: usize = 1 << 20;
 /// Frames between looks at the clock: a clock read per frame would cost more than the flush.
 const FRAMES_PER_CLOCK_READ: u32 = 1024;
 
@@ -447,14 +451,21 @@ pub fn analyze<W: Write>(
     format: OutputFormat,
     writer: W,
 ) -> Result<Summary, AnalyzeError> {
-    let mut out = Output::batched(format, BufWriter::with_capacity(1 << 16, writer));
+    let mut out = Output::batched(format, writer);
     let mut pace = Pace::new(FLUSH_EVERY);
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let mut progress = Progress::on_stderr(sizes.iter().sum());
+    // Bytes of the captures before the current one.
+    let mut read_before = 0u64;
     let mut summary = Summary::default();
     let timeouts = Timeouts {
         idle_ns: idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
         linger_ns: CLOSE_LINGER_NS,
     };
-    for path in files {
+    for (path, size) in files.iter().zip(&sizes) {
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -493,16 +504,28 @@ pub fn analyze<W: Write>(
                 }
             }
             events.clear();
-            if pace.due()
-                && let Err(err) = out.flush()
-            {
-                write_error.get_or_insert(err);
+            if pace.due() || out.pending() >= MAX_PENDING_BYTES {
+                // Events and the progress line may share a terminal: the line goes before
+                // events are written, and comes back after.
+                progress.clear();
+                if let Err(err) = out.flush() {
+                    write_error.get_or_insert(err);
+                }
+                progress.draw(
+                    read_before + frame.file_pos,
+                    summary.frames + engine.stat(Stat::Packets),
+                );
             }
         })?;
+        progress.clear();
+        read_before += size;
         tracker.finish_all(EndOfInput::CaptureEnd, &mut events);
         for e in events.drain(..) {
             summary.add(&e);
             out.write(&e).map_err(AnalyzeError::Output)?;
+            if out.pending() >= MAX_PENDING_BYTES {
+                out.flush().map_err(AnalyzeError::Output)?;
+            }
         }
         out.flush().map_err(AnalyzeError::Output)?;
         if let Some(err) = write_error {

@@ -10,49 +10,70 @@ use crate::{
 pub struct Output<W> {
     format: OutputFormat,
     writer: W,
+    /// Serialised events not yet handed to `writer`: the one being written (live), or all
+    /// since the last flush (batched). Serialising here first also spares a locked stdout
+    /// serde_json's many small writes, each scanned for a newline by its `LineWriter`.
+    pending: Vec<u8>,
     /// Flush after every event (live events) or only when told (analysis of a file).
     flush_each: bool,
-    /// One event's line, reused: serde_json writes many small pieces, which straight into a
-    /// locked stdout each pay its newline search.
-    line: Vec<u8>,
 }
 
 impl<W: Write> Output<W> {
     /// Live events (`run`): consumed as they come (pipes, `jq`, log shippers), so each is
-    /// flushed at once and none waits in a buffer.
+    /// written and flushed at once.
     pub fn new(format: OutputFormat, writer: W) -> Output<W> {
         Output {
             format,
             writer,
+            pending: Vec::with_capacity(1024),
             flush_each: true,
-            line: Vec::with_capacity(1024),
         }
     }
 
-    /// Events written through a buffer and flushed when the caller says (`analyze`: a write
-    /// per event was a good part of its time on captures with many short flows).
+    /// Events kept until the caller flushes (`analyze`: a write per event was a good part of
+    /// its time on captures with many short flows). The caller picks the moment, so nothing is
+    /// written while it has a progress line on the terminal, and bounds the memory with
+    /// [`Output::pending`].
     pub fn batched(format: OutputFormat, writer: W) -> Output<W> {
         Output {
             flush_each: false,
+            pending: Vec::with_capacity(64 << 10),
             ..Output::new(format, writer)
         }
     }
 
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
-        self.line.clear();
-        match self.format {
-            OutputFormat::Json => serde_json::to_writer(&mut self.line, event)?,
-            OutputFormat::Text => write!(self.line, "{}", text(event))?,
+        let start = self.pending.len();
+        let serialised = match self.format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut self.pending, event).map_err(io::Error::from)
+            }
+            OutputFormat::Text => write!(self.pending, "{}", text(event)),
+        };
+        if let Err(e) = serialised {
+            self.pending.truncate(start);
+            return Err(e);
         }
-        self.line.push(b'\n');
-        self.writer.write_all(&self.line)?;
+        self.pending.push(b'\n');
         if self.flush_each {
-            self.writer.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
 
+    /// Bytes of events waiting for [`Output::flush`].
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes out the pending events and flushes the writer.
     pub fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            // Dropped on failure too: a broken pipe must not make them pile up.
+            let written = self.writer.write_all(&self.pending);
+            self.pending.clear();
+            written?;
+        }
         self.writer.flush()
     }
 }
@@ -175,7 +196,7 @@ mod tests {
         let mut batched = Output::batched(OutputFormat::Json, Flushes::default());
         batched.write(&event()).ok();
         batched.write(&event()).ok();
-        assert_eq!(batched.writer.1, 0);
+        assert_eq!((batched.writer.0.len(), batched.writer.1), (0, 0));
         batched.flush().ok();
         assert_eq!(batched.writer.1, 1);
         assert_eq!(batched.writer.0, live.writer.0);
