@@ -94,7 +94,37 @@ struct Interface {
     link: Link,
     /// Timestamp units per second.
     units_per_sec: u64,
+    /// Nanoseconds per unit when that is a whole number (micro- and nanosecond resolutions,
+    /// nearly every capture), else 0: converting then needs no division per packet.
+    ns_per_unit: u64,
     offset_sec: i64,
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+impl Interface {
+    fn new(link: Link, units_per_sec: u64, offset_sec: i64) -> Interface {
+        let units_per_sec = units_per_sec.max(1);
+        Interface {
+            link,
+            units_per_sec,
+            ns_per_unit: if NS_PER_SEC.is_multiple_of(units_per_sec) {
+                NS_PER_SEC / units_per_sec
+            } else {
+                0
+            },
+            offset_sec,
+        }
+    }
+
+    /// `ticks` of this interface's unit in nanoseconds, exactly.
+    fn ticks_ns(&self, ticks: u64) -> u128 {
+        if self.ns_per_unit != 0 {
+            u128::from(ticks) * u128::from(self.ns_per_unit)
+        } else {
+            u128::from(ticks) * u128::from(NS_PER_SEC) / u128::from(self.units_per_sec)
+        }
+    }
 }
 
 /// Calls `on_frame` for every packet of the capture at `path`, in file order.
@@ -145,16 +175,16 @@ pub fn read_capture(
                         } else {
                             1_000_000
                         };
-                        legacy = Some(Interface {
-                            link: Link::from_linktype(h.network),
+                        legacy = Some(Interface::new(
+                            Link::from_linktype(h.network),
                             units_per_sec,
-                            offset_sec: 0,
-                        });
+                            0,
+                        ));
                         None
                     }
                     PcapBlockOwned::Legacy(b) => legacy.map(|i| {
                         let ts = u64::from(b.ts_sec) * 1_000_000_000
-                            + u64::from(b.ts_usec) * (1_000_000_000 / i.units_per_sec);
+                            + u64::from(b.ts_usec) * i.ns_per_unit;
                         (i.link, ts, b.data)
                     }),
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => {
@@ -162,18 +192,17 @@ pub fn read_capture(
                         None
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        interfaces.push(Interface {
-                            link: Link::from_linktype(idb.linktype),
-                            units_per_sec: ts_units(idb.if_tsresol),
-                            offset_sec: idb.if_tsoffset,
-                        });
+                        interfaces.push(Interface::new(
+                            Link::from_linktype(idb.linktype),
+                            ts_units(idb.if_tsresol),
+                            idb.if_tsoffset,
+                        ));
                         None
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         interfaces.get(epb.if_id as usize).map(|i| {
                             let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            let ns = u128::from(ticks) * 1_000_000_000
-                                / u128::from(i.units_per_sec.max(1));
+                            let ns = i.ticks_ns(ticks);
                             let ts = (ns as i128 + i128::from(i.offset_sec) * 1_000_000_000).max(0)
                                 as u64;
                             // EPB data is padded to 32 bits; caplen says how much is real.
@@ -309,5 +338,13 @@ mod tests {
         assert_eq!(ts_units(6), 1_000_000);
         assert_eq!(ts_units(9), 1_000_000_000);
         assert_eq!(ts_units(0x80 | 10), 1024);
+        let ns = |units, ticks| Interface::new(Link::Ethernet, units, 0).ticks_ns(ticks);
+        assert_eq!(
+            ns(1_000_000, 1_700_000_000_123_456),
+            1_700_000_000_123_456_000
+        );
+        assert_eq!(ns(1_000_000_000, u64::MAX), u128::from(u64::MAX));
+        assert_eq!(ns(1024, 1536), 1_500_000_000);
+        assert_eq!(ns(1024, 1), 976_562);
     }
 }
