@@ -159,13 +159,14 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
         scratch.dir.join("events.json"),
         scratch.dir.join("counts.json"),
     );
+    let runs = opts.runs.max(1);
     let mut rows = Vec::new();
     for w in &workloads {
         // Also brings the files into the page cache, so every timed run reads from memory.
         let (frames, bytes) = read_only(agent, &w.files, &counts)?.1;
         let (mut reads, mut analyses) = (Vec::new(), Vec::new());
         // Alternating, so a change in machine load hits both alike.
-        for _ in 0..opts.runs.max(1) {
+        for _ in 0..runs {
             reads.push(read_only(agent, &w.files, &counts)?.0);
             let out = File::create(&events_file)
                 .with_context(|| format!("creating {}", events_file.display()))?;
@@ -176,15 +177,15 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
             analyses.push(measure(cmd)?);
         }
         let events = count_lines(&events_file)?;
-        rows.push(Row::new(w, frames, bytes, events as u64, &reads, &analyses));
+        rows.push(Row::new(w, frames, bytes, events, &reads, &analyses));
     }
-    print_table(opts.runs, &rows);
+    print_table(runs, &rows);
     Ok(json!({
         "section": "analyze",
         "schema": 1,
         "agent": agent.display().to_string(),
         "host": host(),
-        "runs": opts.runs,
+        "runs": runs,
         "synthetic": {
             "packets": written.packets,
             "flows": written.flows,
