@@ -4,8 +4,12 @@ use std::{fs::File, io, path::Path};
 
 use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError, create_reader};
 
-/// Read buffer; also the largest block we can hold (grown once for jumbo snaplens).
+/// Read buffer; also the largest block we can hold.
 const BUFFER: usize = 1 << 20;
+/// Files smaller than [`BUFFER`] get a buffer their size (at least this), grown to `BUFFER` on
+/// the first block that does not fit: zeroing a megabyte per file was most of the time spent on
+/// a directory of small captures.
+const MIN_BUFFER: usize = 16 << 10;
 
 /// Link layers we can find an IP header behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub struct Frame<'a> {
     pub ts_ns: u64,
     pub link: Link,
     pub data: &'a [u8],
+    /// Bytes of the file read up to the end of this frame (for progress).
+    pub file_pos: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +94,37 @@ struct Interface {
     link: Link,
     /// Timestamp units per second.
     units_per_sec: u64,
+    /// Nanoseconds per unit when that is a whole number (micro- and nanosecond resolutions,
+    /// nearly every capture), else 0: converting then needs no division per packet.
+    ns_per_unit: u64,
     offset_sec: i64,
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+impl Interface {
+    fn new(link: Link, units_per_sec: u64, offset_sec: i64) -> Interface {
+        let units_per_sec = units_per_sec.max(1);
+        Interface {
+            link,
+            units_per_sec,
+            ns_per_unit: if NS_PER_SEC.is_multiple_of(units_per_sec) {
+                NS_PER_SEC / units_per_sec
+            } else {
+                0
+            },
+            offset_sec,
+        }
+    }
+
+    /// `ticks` of this interface's unit in nanoseconds, exactly.
+    fn ticks_ns(&self, ticks: u64) -> u128 {
+        if self.ns_per_unit != 0 {
+            u128::from(ticks) * u128::from(self.ns_per_unit)
+        } else {
+            u128::from(ticks) * u128::from(NS_PER_SEC) / u128::from(self.units_per_sec)
+        }
+    }
 }
 
 /// Calls `on_frame` for every packet of the capture at `path`, in file order.
@@ -101,7 +137,13 @@ pub fn read_capture(
         path: name.clone(),
         source,
     })?;
-    let mut reader = match create_reader(BUFFER, file) {
+    let capacity = file
+        .metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .and_then(|m| usize::try_from(m.len()).ok())
+        .map_or(BUFFER, |len| len.clamp(MIN_BUFFER, BUFFER));
+    let mut reader = match create_reader(capacity, file) {
         Ok(r) => r,
         Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
         Err(PcapError::HeaderNotRecognized) => {
@@ -119,11 +161,13 @@ pub fn read_capture(
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut legacy: Option<Interface> = None;
     let mut last_ts = 0u64;
+    let mut file_pos = 0u64;
     let mut stalled = false;
     loop {
         match reader.next() {
             Ok((offset, block)) => {
                 stalled = false;
+                file_pos += offset as u64;
                 let frame = match block {
                     PcapBlockOwned::LegacyHeader(h) => {
                         let units_per_sec = if h.is_nanosecond_precision() {
@@ -131,16 +175,16 @@ pub fn read_capture(
                         } else {
                             1_000_000
                         };
-                        legacy = Some(Interface {
-                            link: Link::from_linktype(h.network),
+                        legacy = Some(Interface::new(
+                            Link::from_linktype(h.network),
                             units_per_sec,
-                            offset_sec: 0,
-                        });
+                            0,
+                        ));
                         None
                     }
                     PcapBlockOwned::Legacy(b) => legacy.map(|i| {
                         let ts = u64::from(b.ts_sec) * 1_000_000_000
-                            + u64::from(b.ts_usec) * (1_000_000_000 / i.units_per_sec);
+                            + u64::from(b.ts_usec) * i.ns_per_unit;
                         (i.link, ts, b.data)
                     }),
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => {
@@ -148,18 +192,17 @@ pub fn read_capture(
                         None
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        interfaces.push(Interface {
-                            link: Link::from_linktype(idb.linktype),
-                            units_per_sec: ts_units(idb.if_tsresol),
-                            offset_sec: idb.if_tsoffset,
-                        });
+                        interfaces.push(Interface::new(
+                            Link::from_linktype(idb.linktype),
+                            ts_units(idb.if_tsresol),
+                            idb.if_tsoffset,
+                        ));
                         None
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         interfaces.get(epb.if_id as usize).map(|i| {
                             let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            let ns = u128::from(ticks) * 1_000_000_000
-                                / u128::from(i.units_per_sec.max(1));
+                            let ns = i.ticks_ns(ticks);
                             let ts = (ns as i128 + i128::from(i.offset_sec) * 1_000_000_000).max(0)
                                 as u64;
                             // EPB data is padded to 32 bits; caplen says how much is real.
@@ -179,10 +222,18 @@ pub fn read_capture(
                     if let Link::Unsupported(_) = link {
                         stats.unsupported += 1;
                     } else {
-                        on_frame(&Frame { ts_ns, link, data });
+                        on_frame(&Frame {
+                            ts_ns,
+                            link,
+                            data,
+                            file_pos,
+                        });
                     }
                 }
-                reader.consume(offset);
+                // Not `consume`, which moves the unread half of the buffer to its front each
+                // time the first half is read: `refill` moves the unread tail when the buffer
+                // runs dry, and then it is less than one block.
+                reader.consume_noshift(offset);
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
@@ -203,11 +254,16 @@ pub fn read_capture(
                 break;
             }
             Err(PcapError::BufferTooSmall) => {
-                return Err(CaptureError::Corrupt {
-                    path: name,
-                    packet: stats.frames,
-                    reason: format!("a block larger than {BUFFER} bytes"),
-                });
+                if !reader.grow(BUFFER) {
+                    return Err(CaptureError::Corrupt {
+                        path: name,
+                        packet: stats.frames,
+                        reason: format!("a block larger than {BUFFER} bytes"),
+                    });
+                }
+                // A small file's buffer, grown for a block that did not fit; the next try
+                // refills it, or finds the block larger than even this.
+                stalled = false;
             }
             Err(e) => {
                 return Err(CaptureError::Corrupt {
@@ -236,10 +292,59 @@ fn ts_units(tsresol: u8) -> u64 {
 mod tests {
     use super::*;
 
+    /// A legacy pcap (Ethernet) whose one record claims `claimed` bytes and holds 100.
+    fn cut_capture(name: &str, claimed: u32) -> std::path::PathBuf {
+        let mut b = Vec::new();
+        for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 1] {
+            b.extend_from_slice(&word.to_le_bytes());
+        }
+        for word in [1_700_000_000u32, 0, claimed, claimed] {
+            b.extend_from_slice(&word.to_le_bytes());
+        }
+        b.extend_from_slice(&[0u8; 100]);
+        let path = std::env::temp_dir().join(format!(
+            "sealwatch-capture-{}-{name}.pcap",
+            std::process::id()
+        ));
+        std::fs::write(&path, b).ok();
+        path
+    }
+
+    #[test]
+    fn a_block_larger_than_a_small_files_buffer_is_a_cut_not_an_error() {
+        // Larger than the file, so larger than its first buffer: the buffer grows and the
+        // capture reads as cut short, as with the full-size buffer.
+        let path = cut_capture("cut", 30_000);
+        let stats = read_capture(&path, |_| {});
+        std::fs::remove_file(&path).ok();
+        let stats = stats.map_err(|e| e.to_string());
+        assert!(
+            stats.as_ref().is_ok_and(|s| s.truncated && s.frames == 0),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_block_larger_than_the_largest_buffer_is_corrupt() {
+        let path = cut_capture("huge", 2 << 20);
+        let result = read_capture(&path, |_| {});
+        std::fs::remove_file(&path).ok();
+        let message = result.map_err(|e| e.to_string()).err().unwrap_or_default();
+        assert!(message.contains("a block larger than"), "{message}");
+    }
+
     #[test]
     fn timestamp_resolutions() {
         assert_eq!(ts_units(6), 1_000_000);
         assert_eq!(ts_units(9), 1_000_000_000);
         assert_eq!(ts_units(0x80 | 10), 1024);
+        let ns = |units, ticks| Interface::new(Link::Ethernet, units, 0).ticks_ns(ticks);
+        assert_eq!(
+            ns(1_000_000, 1_700_000_000_123_456),
+            1_700_000_000_123_456_000
+        );
+        assert_eq!(ns(1_000_000_000, u64::MAX), u128::from(u64::MAX));
+        assert_eq!(ns(1024, 1536), 1_500_000_000);
+        assert_eq!(ns(1024, 1), 976_562);
     }
 }

@@ -34,6 +34,11 @@ pub struct AnalyzeArgs {
     /// A flow with no packets for this long (capture time) is ended, as in `run`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Only read the captures frame by frame and print what was read as one JSON object: the
+    /// baseline `cargo xtask bench` measures analysis against.
+    #[arg(long, hide = true)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,5 +12,6 @@ pub mod offline;
 pub mod output;
 pub mod policy;
 pub mod programs;
+pub mod progress;
 pub mod run;
 pub mod streams;

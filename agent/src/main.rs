@@ -21,6 +21,16 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
+        Command::Analyze(args) if args.read_only => match offline::read_only(&args.files) {
+            Ok(read) => {
+                println!("{}", serde_json::json!(read));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sealwatch: {}", error_chain(&e));
+                ExitCode::from(2)
+            }
+        },
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
             match offline::analyze(

@@ -3,14 +3,19 @@
 //! and the same [`FlowTracker`] that `run` uses, so a capture yields the events the agent would
 //! have printed watching that traffic.
 
-use std::{collections::BTreeMap, collections::HashMap, io::Write, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_SAMPLE_BYTES, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState, PayloadStep, classified_bits,
-        classify_context, client_side, conclude, payload_step, tcp_flag_bits,
+        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
+        client_side, conclude, payload_step, tcp_flag_bits,
     },
     net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP},
     parse::{Parsed, Skip, parse_ethernet, parse_l3},
@@ -23,8 +28,9 @@ use crate::{
     cli::OutputFormat,
     event::Event,
     events::Sample,
-    flows::{EndOfInput, FlowTracker, Timeouts},
+    flows::{EndOfInput, FlowMap, FlowTracker, Timeouts},
     output::Output,
+    progress::Progress,
 };
 
 const PPP_IPV4: u16 = 0x0021;
@@ -34,6 +40,15 @@ const PPP_IPV6: u16 = 0x0057;
 /// `Timeouts::sweep_interval_ns`).
 const TICK_NS: u64 = 1_000_000_000;
 const CLOSE_LINGER_NS: u64 = 1_000_000_000;
+
+/// Events are written in batches; a reader at the other end of a pipe still gets them at least
+/// this often. Also how often the progress line is redrawn.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Pending events are written out at this size even before [`FLUSH_EVERY`] has passed: a
+/// bound on memory when a stretch of capture ends thousands of flows at once.
+const MAX_PENDING_BYTES: usize = 1 << 20;
+/// Frames between looks at the clock: a clock read per frame would cost more than the flush.
+const FRAMES_PER_CLOCK_READ: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
@@ -73,7 +88,7 @@ impl Engine {
     pub fn frame(
         &mut self,
         frame: &Frame<'_>,
-        table: &mut HashMap<FlowKey, FlowState>,
+        table: &mut FlowMap<FlowState>,
         notices: &mut Vec<FlowNotice>,
         samples: &mut Vec<Sample>,
     ) {
@@ -230,7 +245,7 @@ fn shift(mut q: Parsed, at: usize) -> Parsed {
 fn track(
     frame: &Frame<'_>,
     p: &Parsed,
-    table: &mut HashMap<FlowKey, FlowState>,
+    table: &mut FlowMap<FlowState>,
     notices: &mut Vec<FlowNotice>,
     samples: &mut Vec<Sample>,
     sample_budget: u32,
@@ -373,6 +388,62 @@ impl Summary {
     }
 }
 
+/// What a bare read of captures found.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ReadCounts {
+    pub frames: u64,
+    /// Size of the capture files.
+    pub bytes: u64,
+    /// Captured bytes of the frames handed on.
+    pub frame_bytes: u64,
+}
+
+/// Reads every frame of the captures and does nothing with it: the floor under [`analyze`],
+/// which `cargo xtask bench` reports analysis against, so its numbers mean the same on a fast
+/// and a slow machine.
+pub fn read_only(files: &[PathBuf]) -> Result<ReadCounts, CaptureError> {
+    let mut counts = ReadCounts::default();
+    for path in files {
+        let stats = read_capture(path, |frame| counts.frame_bytes += frame.data.len() as u64)?;
+        counts.frames += stats.frames;
+        counts.bytes += std::fs::metadata(path).map_or(0, |m| m.len());
+    }
+    Ok(counts)
+}
+
+/// A wall-clock period checked from a per-frame loop, reading the clock only every
+/// [`FRAMES_PER_CLOCK_READ`] frames.
+struct Pace {
+    every: Duration,
+    next: Instant,
+    frames: u32,
+}
+
+impl Pace {
+    fn new(every: Duration) -> Pace {
+        Pace {
+            every,
+            next: Instant::now() + every,
+            frames: 0,
+        }
+    }
+
+    /// Called once per frame: true when the period has passed since it last was.
+    fn due(&mut self) -> bool {
+        self.frames += 1;
+        if self.frames < FRAMES_PER_CLOCK_READ {
+            return false;
+        }
+        self.frames = 0;
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.every;
+        true
+    }
+}
+
 /// Analyses each capture in turn, writing events as it goes.
 pub fn analyze<W: Write>(
     files: &[PathBuf],
@@ -380,32 +451,43 @@ pub fn analyze<W: Write>(
     format: OutputFormat,
     writer: W,
 ) -> Result<Summary, AnalyzeError> {
-    let mut out = Output::new(format, writer);
+    let mut out = Output::batched(format, writer);
+    let mut pace = Pace::new(FLUSH_EVERY);
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let mut progress = Progress::on_stderr(sizes.iter().sum());
+    // Bytes of the captures before the current one.
+    let mut read_before = 0u64;
     let mut summary = Summary::default();
     let timeouts = Timeouts {
         idle_ns: idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
         linger_ns: CLOSE_LINGER_NS,
     };
-    for path in files {
+    for (path, size) in files.iter().zip(&sizes) {
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         let mut engine = Engine::default();
-        let mut tracker = FlowTracker::offline(HashMap::new(), timeouts, name)
+        let mut tracker = FlowTracker::offline(FlowMap::default(), timeouts, name)
             .with_sample_budget(u64::from(engine.sample_budget));
         let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
             engine.frame(frame, tracker.table_mut(), &mut notices, &mut samples);
-            // Live, the kernel queues a packet's notice before its sample.
-            for n in notices.drain(..) {
-                tracker.on_notice(&n, frame.ts_ns, &mut events);
+            // Live, the kernel queues a packet's notice before its sample. Iterated and
+            // cleared rather than drained: most frames bring none, and a `Drain` costs a call.
+            for n in &notices {
+                tracker.on_notice(n, frame.ts_ns, &mut events);
             }
-            for s in samples.drain(..) {
-                tracker.on_sample(&s, &mut events);
+            notices.clear();
+            for s in &samples {
+                tracker.on_sample(s, &mut events);
             }
+            samples.clear();
             tracker.flush_pending(frame.ts_ns, &mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);
@@ -415,18 +497,37 @@ pub fn analyze<W: Write>(
                 tracker.sweep(frame.ts_ns, &mut events);
                 next_sweep = frame.ts_ns.saturating_add(timeouts.sweep_interval_ns());
             }
-            for e in events.drain(..) {
-                summary.add(&e);
-                if let Err(err) = out.write(&e) {
+            for e in &events {
+                summary.add(e);
+                if let Err(err) = out.write(e) {
                     write_error.get_or_insert(err);
                 }
             }
+            events.clear();
+            if pace.due() || out.pending() >= MAX_PENDING_BYTES {
+                // Events and the progress line may share a terminal: the line goes before
+                // events are written, and comes back after.
+                progress.clear();
+                if let Err(err) = out.flush() {
+                    write_error.get_or_insert(err);
+                }
+                progress.draw(
+                    read_before + frame.file_pos,
+                    summary.frames + engine.stat(Stat::Packets),
+                );
+            }
         })?;
+        progress.clear();
+        read_before += size;
         tracker.finish_all(EndOfInput::CaptureEnd, &mut events);
         for e in events.drain(..) {
             summary.add(&e);
             out.write(&e).map_err(AnalyzeError::Output)?;
+            if out.pending() >= MAX_PENDING_BYTES {
+                out.flush().map_err(AnalyzeError::Output)?;
+            }
         }
+        out.flush().map_err(AnalyzeError::Output)?;
         if let Some(err) = write_error {
             return Err(AnalyzeError::Output(err));
         }

@@ -10,22 +10,70 @@ use crate::{
 pub struct Output<W> {
     format: OutputFormat,
     writer: W,
+    /// Serialised events not yet handed to `writer`: the one being written (live), or all
+    /// since the last flush (batched). Serialising here first also spares a locked stdout
+    /// serde_json's many small writes, each scanned for a newline by its `LineWriter`.
+    pending: Vec<u8>,
+    /// Flush after every event (live events) or only when told (analysis of a file).
+    flush_each: bool,
 }
 
 impl<W: Write> Output<W> {
+    /// Live events (`run`): consumed as they come (pipes, `jq`, log shippers), so each is
+    /// written and flushed at once.
     pub fn new(format: OutputFormat, writer: W) -> Output<W> {
-        Output { format, writer }
+        Output {
+            format,
+            writer,
+            pending: Vec::with_capacity(1024),
+            flush_each: true,
+        }
+    }
+
+    /// Events kept until the caller flushes (`analyze`: a write per event was a good part of
+    /// its time on captures with many short flows). The caller picks the moment, so nothing is
+    /// written while it has a progress line on the terminal, and bounds the memory with
+    /// [`Output::pending`].
+    pub fn batched(format: OutputFormat, writer: W) -> Output<W> {
+        Output {
+            flush_each: false,
+            pending: Vec::with_capacity(64 << 10),
+            ..Output::new(format, writer)
+        }
     }
 
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
-        match self.format {
+        let start = self.pending.len();
+        let serialised = match self.format {
             OutputFormat::Json => {
-                serde_json::to_writer(&mut self.writer, event)?;
-                self.writer.write_all(b"\n")?;
+                serde_json::to_writer(&mut self.pending, event).map_err(io::Error::from)
             }
-            OutputFormat::Text => writeln!(self.writer, "{}", text(event))?,
+            OutputFormat::Text => write!(self.pending, "{}", text(event)),
+        };
+        if let Err(e) = serialised {
+            self.pending.truncate(start);
+            return Err(e);
         }
-        // Events are consumed live (pipes, `jq`, log shippers): never leave one in a buffer.
+        self.pending.push(b'\n');
+        if self.flush_each {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of events waiting for [`Output::flush`].
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes out the pending events and flushes the writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            // Dropped on failure too: a broken pipe must not make them pile up.
+            let written = self.writer.write_all(&self.pending);
+            self.pending.clear();
+            written?;
+        }
         self.writer.flush()
     }
 }
@@ -152,6 +200,35 @@ mod tests {
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
         assert_eq!(v["network.protocol.name"], "tls");
+    }
+
+    /// Counts flushes, to tell live output from batched.
+    #[derive(Default)]
+    struct Flushes(Vec<u8>, usize);
+
+    impl Write for Flushes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn live_output_flushes_every_event_batched_only_when_asked() {
+        let mut live = Output::new(OutputFormat::Json, Flushes::default());
+        live.write(&event()).ok();
+        live.write(&event()).ok();
+        assert_eq!(live.writer.1, 2);
+        let mut batched = Output::batched(OutputFormat::Json, Flushes::default());
+        batched.write(&event()).ok();
+        batched.write(&event()).ok();
+        assert_eq!((batched.writer.0.len(), batched.writer.1), (0, 0));
+        batched.flush().ok();
+        assert_eq!(batched.writer.1, 1);
+        assert_eq!(batched.writer.0, live.writer.0);
     }
 
     #[test]

@@ -295,6 +295,25 @@ fn legacy_pcap(linktype: u32, frames: &[Vec<u8>]) -> Vec<u8> {
 }
 
 #[test]
+fn large_capture_off_a_terminal_shows_no_progress() {
+    // Over the 20 MB from which a terminal gets a progress line; stderr here is a pipe.
+    let mut frames = conversation();
+    let bulk = ip_packet(C, 40000, S, 22, "A", &[0x5a; 1400]);
+    frames.extend(std::iter::repeat_n(bulk, 15_000));
+    let path = scratch("large.pcap");
+    std::fs::write(&*path, legacy_pcap(101, &frames)).unwrap();
+    assert!(std::fs::metadata(&*path).unwrap().len() > 20_000_000);
+    let (out, events) = analyze(&[&path]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(events.len(), 2, "flow and flow.end: {events:?}");
+}
+
+#[test]
 fn linux_cooked_and_raw_ip_captures() {
     // SLL: 16-byte header, protocol (0x0800) in its last two bytes.
     let sll: Vec<Vec<u8>> = conversation()

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own setup, build, test and demo, runnable on a fresh Debian 12
 //! machine as root.
 
+mod bench;
 mod corpus;
 mod demo;
 mod setup;
@@ -40,6 +41,24 @@ enum Task {
         #[arg(long)]
         min_accuracy: Option<f64>,
     },
+    /// Build release and measure it: `analyze` throughput (packets/s, MB/s, cost relative to a
+    /// bare read of the same capture, peak RSS) over a generated capture and the corpus.
+    /// Prints a table and writes target/bench/<section>.json.
+    Bench {
+        /// Sections to run (default: all).
+        #[arg(value_enum)]
+        sections: Vec<bench::Section>,
+        /// Packets in the synthetic capture.
+        #[arg(long, default_value_t = 2_000_000)]
+        packets: u64,
+        /// Timed runs per measurement; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Write the synthetic captures here and keep them (to profile `analyze` on them)
+        /// instead of in a temporary directory removed afterwards.
+        #[arg(long, value_name = "DIR")]
+        capture_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +80,27 @@ fn main() -> anyhow::Result<()> {
                 &agent_binary(),
                 &workspace_root().join("../shared/corpus"),
                 min_accuracy,
+            )
+        }
+        Task::Bench {
+            sections,
+            packets,
+            runs,
+            capture_dir,
+        } => {
+            setup::run()?;
+            cargo(&["build", "--release", "--package", "sealwatch"])?;
+            let root = workspace_root();
+            bench::run(
+                &root.join("target/release/sealwatch"),
+                &bench::Options {
+                    sections,
+                    packets,
+                    runs,
+                    capture_dir,
+                    corpus: root.join("../shared/corpus/pcaps"),
+                    out_dir: root.join("target/bench"),
+                },
             )
         }
         Task::Demo => {
