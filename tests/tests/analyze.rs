@@ -115,7 +115,9 @@ fn handshake_details_of_tls_ftp_starttls_and_quic() {
             .find(|e| {
                 e["event"] == "flow"
                     && (e["tls.server.name"] == sni_or_port
-                        || e["server.port"].to_string() == sni_or_port)
+                        || e["server.port"]
+                            .as_u64()
+                            .is_some_and(|port| sni_or_port.parse() == Ok(port)))
             })
             .unwrap_or_else(|| panic!("no flow for {sni_or_port}: {events:?}"))
     };
