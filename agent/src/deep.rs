@@ -246,9 +246,11 @@ pub fn examine(
             }
         }
         IPPROTO_UDP => {
-            // STUN (or anything unnamed) first, then DTLS on the same 5-tuple.
+            // STUN (or anything unnamed) first, then DTLS on the same 5-tuple. Every datagram
+            // counts, each side's first too: the kernel names the flow from whichever side
+            // spoke first, so the other side's first datagram may be the DTLS one.
             let dtls = [cs, ss].iter().any(|s| {
-                s.datagrams().skip(1).any(|d| {
+                s.datagrams().any(|d| {
                     let ctx = Context::udp(d.len() as u32);
                     let w = window_of(d);
                     classify_payload(&w, &ctx).protocol == Protocol::Dtls
@@ -270,9 +272,11 @@ pub fn examine(
     }
 }
 
-/// The service detectors (user space only, see `classify_services`) over each side's first
-/// packet, the client's first: what the kernel left unnamed may be a database, mail, directory,
-/// cache, queue, management or VPN protocol.
+/// The service detectors over each side's first packet, the client's first. The kernel runs
+/// them too (they are part of `classify_payload`), but never on a side it did not classify: one
+/// that first spoke after the other had given up (`UNKNOWN_AFTER_PAYLOAD_PACKETS`). What it
+/// left unnamed may still be a database, mail, directory, cache, queue, management or VPN
+/// protocol.
 fn name_service(
     cs: &crate::streams::SideStream,
     ss: &crate::streams::SideStream,

@@ -342,8 +342,13 @@ impl<T: FlowTable> FlowTracker<T> {
             HashSet::with_capacity_and_hasher(entries.len(), FlowHasher::default());
         for (key, state) in entries {
             present.insert(key);
-            if state.flags & FLOW_VERDICT != 0 && !self.flows.get(&key).is_some_and(|t| t.reported)
-            {
+            // A verdict with no notice seen was lost to a full ring buffer; one held back for
+            // more bytes (`pending`) is not lost, and its deadline reports it.
+            let noticed = self
+                .flows
+                .get(&key)
+                .is_some_and(|t| t.reported || t.pending.is_some());
+            if state.flags & FLOW_VERDICT != 0 && !noticed {
                 self.stats.verdicts_recovered += 1;
                 self.report_from_state(&key, &state, out);
             }
@@ -649,6 +654,11 @@ mod tests {
         t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
         t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
         t.sweep(now, &mut out);
+        assert!(
+            flows(&out).is_empty(),
+            "held for the request's bytes: the sweep leaves a held verdict alone"
+        );
+        t.flush_pending(now + HOLD_NS, &mut out);
         assert_eq!(
             flows(&out).len(),
             1,

@@ -1,7 +1,10 @@
 //! Flow tracking: account every packet to its flow, classify the first payload of each side
 //! until a verdict is reached, and sample the first payload bytes for user space.
 
-use core::{ffi::c_void, ptr::addr_of_mut};
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, addr_of_mut},
+};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
@@ -208,7 +211,16 @@ fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) ->
     if done >= limit {
         return Ok(());
     }
-    let mut n = p.payload_len;
+    let rec = SAMPLE_SCRATCH.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
+    // The copy's length comes from the payload length read back from the map, not from `p`:
+    // the verifier does not track map memory, so the precision the helper's size demands stops
+    // here. Derived from `p`, it would reach back through `classify` to every parsing path, and
+    // the verifier would walk the whole classifier again for each payload length range.
+    // SAFETY: `rec` is this CPU's scratch PayloadSample.
+    let mut n = unsafe {
+        (*rec).payload_len = p.payload_len;
+        core::ptr::read_volatile(addr_of!((*rec).payload_len))
+    };
     if n > limit - done {
         n = limit - done;
     }
@@ -224,7 +236,6 @@ fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) ->
     if n == 0 || n > MAX_SAMPLE as u32 {
         return Ok(());
     }
-    let rec = SAMPLE_SCRATCH.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
     // SAFETY: `rec` is this CPU's scratch PayloadSample; `n` is in 1..=MAX_SAMPLE so the copy
     // stays inside `data`.
     let copied = unsafe {
@@ -237,7 +248,6 @@ fn sample<P: Packet>(pkt: &P, state: &mut FlowState, p: &Parsed, seen: &Seen) ->
         (*rec).offset = done;
         (*rec).ts_ns = seen.now;
         (*rec).key = p.key;
-        (*rec).payload_len = p.payload_len;
         (*rec).captured = n;
         pkt.load_bytes(p.payload_off, addr_of_mut!((*rec).data) as *mut c_void, n)
     };

@@ -132,6 +132,35 @@ fn tcp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u8])
     pkt
 }
 
+fn udp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let (smac, dmac) = if src.0 == CLIENT {
+        (CLIENT_MAC, SERVER_MAC)
+    } else {
+        (SERVER_MAC, CLIENT_MAC)
+    };
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1)
+        .write(&mut pkt, payload)
+        .expect("build packet");
+    pkt
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// `head` followed by filler up to `len` bytes: a message whose first bytes (all the kernel's
+/// 64-byte window sees) come from a capture, at its real length.
+fn padded(head: &[u8], len: usize) -> Vec<u8> {
+    let mut v = head.to_vec();
+    v.resize(len, 0x5a);
+    v
+}
+
 fn key4(proto: u8, a: (Ipv4Addr, u16), b: (Ipv4Addr, u16)) -> (FlowKey, u8) {
     FlowKey::ipv4(proto, a.0.octets(), a.1, b.0.octets(), b.1)
 }
@@ -535,4 +564,154 @@ fn esp_is_an_encrypted_portless_flow() {
         (Protocol::IpsecEsp, Encryption::Encrypted)
     );
     assert_eq!(k.stat(Stat::OtherTransport), 0, "tracked, not skipped");
+}
+
+/// One service protocol's first message, and what the kernel must call its flow.
+struct ServiceCase {
+    name: &'static str,
+    udp: bool,
+    /// The server speaks first (a greeting, a response).
+    from_server: bool,
+    server_port: u16,
+    payload: Vec<u8>,
+    expect: (Protocol, Encryption),
+}
+
+#[test]
+fn service_protocols_are_named_in_the_kernel() {
+    if !require_root("service_protocols_are_named_in_the_kernel") {
+        return;
+    }
+    use Encryption::{Encrypted, Plaintext};
+    let case = |name, udp, from_server, server_port, payload, expect| ServiceCase {
+        name,
+        udp,
+        from_server,
+        server_port,
+        payload,
+        expect,
+    };
+    // First messages from common/src/classify/services/, several of them read at offsets an
+    // earlier field decides (BER lengths, the octet count, the end of a scan).
+    let cases = [
+        case(
+            "PostgreSQL SSLRequest",
+            false,
+            false,
+            5432,
+            hex("0000000804d2162f"),
+            (Protocol::Postgresql, Plaintext),
+        ),
+        case(
+            "SMTP greeting, Postfix",
+            false,
+            true,
+            25,
+            b"220 mail.example.net ESMTP Postfix (Debian/GNU)\r\n".to_vec(),
+            (Protocol::Smtp, Plaintext),
+        ),
+        case(
+            "IMAP LOGIN after a tag",
+            false,
+            false,
+            143,
+            b"a001 LOGIN alice secret\r\n".to_vec(),
+            (Protocol::Imap, Plaintext),
+        ),
+        case(
+            "LDAP bindResponse with 4-byte lengths, Active Directory",
+            false,
+            true,
+            389,
+            padded(
+                &hex(
+                    "3084000000cc0201036184000000c30a010004000400878200b8a181b53081b2a0030a0100a10b06092a864882f712010202a2819d04819a60819706092a8648",
+                ),
+                210,
+            ),
+            (Protocol::Ldap, Plaintext),
+        ),
+        case(
+            "XMPP stream header after the XML declaration",
+            false,
+            true,
+            5222,
+            b"<?xml version='1.0'?><stream:stream id='1647168634' version='1.0' xmlns='jabber:client'>"
+                .to_vec(),
+            (Protocol::Xmpp, Plaintext),
+        ),
+        case(
+            "syslog over TCP with octet counting",
+            false,
+            false,
+            514,
+            b"51 <13>1 2026-11-23T17:29:48Z vm sealwatch - - - hello".to_vec(),
+            (Protocol::Syslog, Plaintext),
+        ),
+        case(
+            "SNMPv2c get-request, community public",
+            true,
+            false,
+            161,
+            hex(
+                "302902010104067075626c6963a01c02043602c5b6020100020100300e300c06082b060102010101000500",
+            ),
+            (Protocol::Snmp, Plaintext),
+        ),
+        case(
+            "SNMPv3 authPriv get-request",
+            true,
+            false,
+            161,
+            padded(
+                &hex(
+                    "30818a020103301102041bdd1603020300ffe3040107020103043b3039041180001f88800f98723d0678046b000000000201010201040406737775736572040c",
+                ),
+                141,
+            ),
+            (Protocol::Snmp, Encrypted),
+        ),
+        case(
+            "OpenVPN client hard reset, plain",
+            true,
+            false,
+            1194,
+            hex("3839fded2daa10a4370000000000"),
+            (Protocol::Openvpn, Encrypted),
+        ),
+    ];
+    let mut k = Kernel::load();
+    for (i, c) in cases.iter().enumerate() {
+        let client = (CLIENT, 41000 + i as u16);
+        let server = (SERVER, c.server_port);
+        let (src, dst) = if c.from_server {
+            (server, client)
+        } else {
+            (client, server)
+        };
+        let pkt = if c.udp {
+            udp4(src, dst, &c.payload)
+        } else {
+            tcp4(src, dst, "PA", &c.payload)
+        };
+        k.run("tc_ingress", &pkt);
+        let proto = if c.udp { IPPROTO_UDP } else { IPPROTO_TCP };
+        let st = k.flow(&key4(proto, client, server).0).expect("flow");
+        assert_eq!(
+            st.flags & FLOW_VERDICT,
+            FLOW_VERDICT,
+            "{}: no verdict",
+            c.name
+        );
+        assert_eq!(
+            (
+                Protocol::from_u8(st.protocol),
+                Encryption::from_u8(st.encryption)
+            ),
+            c.expect,
+            "{}",
+            c.name
+        );
+    }
+    assert_eq!(k.stat(Stat::Malformed), 0);
 }

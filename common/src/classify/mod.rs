@@ -3,12 +3,14 @@
 //!
 //! Detectors decide by protocol structure, never by port. Each family lives in its own module
 //! with a `detect(window) -> Option<Verdict>` function; adding a protocol is adding a module and
-//! one line in [`classify_payload`] (kernel and user space) or in `services` (user space only,
-//! see [`classify_services`]).
+//! one line in [`classify_payload`], or in `services` for the service protocols (databases,
+//! mail, directory, caches, VPN), which [`classify_payload`] runs after the core families.
 //!
 //! This code runs inside BPF programs, so it must never panic (the verifier rejects the panic
 //! path's endless loop) and never call `memcmp`: it matches with slice patterns and
-//! [`has_prefix`], and the lints below keep it that way.
+//! [`has_prefix`], and the lints below keep it that way. Reads at offsets the payload decides
+//! (lengths, scan positions) go through [`byte_at`], [`be16_at`], [`bytes_at`] and
+//! [`prefix_at`], which the verifier can bound.
 #![cfg_attr(
     not(test),
     deny(
@@ -389,6 +391,20 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
             return v;
         }
     }
+    let service = if ctx.is_udp() {
+        services::detect_udp(window, ctx)
+    } else {
+        services::detect_tcp(window, ctx)
+    };
+    if let Some(v) = service {
+        return v;
+    }
+    // HTTP and DNS read the window afresh instead of reusing the bytes the core detectors
+    // loaded: kept in registers across the service calls, those bytes carry what each core
+    // detector learned about them, and the verifier would walk every service detector once per
+    // path through the core ones. (A volatile reload of the slice hides that it is the same.)
+    // SAFETY: reads a local.
+    let window = unsafe { core::ptr::read_volatile(&window) };
     if let Some(v) = http::detect(window) {
         return v;
     }
@@ -399,9 +415,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
 }
 
 /// Names the service protocols of [`services`] (databases, mail, directory, caches, queues,
-/// management, VPN) in a first payload the core detectors left unnamed. User space runs this:
-/// its detectors read at data-dependent offsets, which the BPF verifier cannot bound in a
-/// 64-byte window, and the kernel's detectors are near its limits already. Returns
+/// management, VPN) alone, without the core detectors. [`classify_payload`] runs them too, in
+/// the kernel and in user space; this is for user space to ask about payloads the kernel did
+/// not classify (a side it gave up on, an SNMP datagram after the first). Returns
 /// [`Verdict::UNKNOWN`] when nothing matches.
 pub fn classify_services(window: &[u8], ctx: &Context) -> Verdict {
     let named = if ctx.is_udp() {
@@ -436,6 +452,84 @@ pub(crate) fn be32(w: &[u8], at: usize) -> Option<u32> {
 /// `randomness.rs`.
 pub fn judge_unnamed(window: &[u8], ctx: &Context) -> Verdict {
     randomness::judge(window, ctx, &ByteStats::of(window, ctx.payload_len))
+}
+
+/// `i`, read back from memory: a value LLVM cannot reuse or fold, for the accessors below.
+///
+/// Why they exist: for a read at an offset computed from the payload (a BER length, a scan
+/// position), LLVM computes `window + i` once and reuses it for later reads at `i + 1`, `i + 2`,
+/// or bounds-checks one copy of `i` and indexes with another. The BPF verifier bounds a pointer
+/// into the window only from a check on the very register that went into it, so it sees an
+/// offset it cannot bound and rejects the program (`invalid access to map value, value_size=64
+/// off=259`). A volatile reload gives a fresh register right before the one bounds check, and
+/// that register is the one added to the window pointer. Constant offsets need none of this.
+#[inline(always)]
+fn reloaded(i: usize) -> usize {
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&i) }
+}
+
+/// The `N` bytes at `at`, if the window holds them all; one bounds check on a reloaded `at`
+/// (see [`reloaded`]), so it is safe in the kernel at offsets the payload decides.
+#[inline(always)]
+pub(crate) fn bytes_at<const N: usize>(w: &[u8], at: usize) -> Option<[u8; N]> {
+    let at = reloaded(at);
+    if at > w.len().checked_sub(N)? {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = *w.get(at.wrapping_add(i))?;
+    }
+    Some(out)
+}
+
+/// The byte at `i`, if the window holds it: `w.get(i)` for an `i` the payload decides.
+#[inline(always)]
+pub(crate) fn byte_at(w: &[u8], i: usize) -> Option<u8> {
+    w.get(reloaded(i)).copied()
+}
+
+/// [`be16`] for an `at` the payload decides.
+#[inline(always)]
+pub(crate) fn be16_at(w: &[u8], at: usize) -> Option<u16> {
+    bytes_at(w, at).map(u16::from_be_bytes)
+}
+
+/// [`be32`] for an `at` the payload decides.
+#[inline(always)]
+pub(crate) fn be32_at(w: &[u8], at: usize) -> Option<u32> {
+    bytes_at(w, at).map(u32::from_be_bytes)
+}
+
+/// `w[at..]` starts with `prefix`, for an `at` the payload decides: what
+/// `has_prefix(w.get(at..)?, prefix)` says, without a slice whose start the verifier cannot
+/// relate to its length.
+#[inline(always)]
+pub(crate) fn prefix_at(w: &[u8], at: usize, prefix: &[u8]) -> bool {
+    prefix_at_by(w, at, prefix, |b, expected| b == expected)
+}
+
+/// [`prefix_at`] with `eq(byte, expected)` as the byte comparison.
+#[inline(always)]
+pub(crate) fn prefix_at_by(
+    w: &[u8],
+    at: usize,
+    prefix: &[u8],
+    eq: impl Fn(u8, u8) -> bool,
+) -> bool {
+    let at = reloaded(at);
+    match w.len().checked_sub(prefix.len()) {
+        Some(last) if at <= last => {}
+        _ => return false,
+    }
+    for (i, &expected) in prefix.iter().enumerate() {
+        match w.get(at.wrapping_add(i)) {
+            Some(&b) if eq(b, expected) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// `window` starts with `prefix`. A hand-written loop because slice equality lowers to `bcmp`,

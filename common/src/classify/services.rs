@@ -1,6 +1,15 @@
 //! Service protocols named after the core detectors had their say: databases, mail, directory,
 //! caches, queues, management and VPN protocols. Each family lives in its own module; these
-//! two functions are the only dispatch points.
+//! two functions are the only dispatch points. `classify_payload` calls them after the core
+//! families, so the kernel runs them on its window too. For the verifier's sake:
+//! - reads at offsets an earlier field decides (BER lengths, the end of a scan) go through the
+//!   accessors `byte_at`, `be16_at`, `bytes_at` and `prefix_at` (see `reloaded` for why);
+//! - each detector's entry point is `#[inline(never)]`, a BPF function of its own. Inlined, the
+//!   detectors share loaded bytes and what each learned about them, so the verifier walks every
+//!   later detector once per path through the earlier ones (it went past its million-instruction
+//!   limit); as functions, each is walked once per distinct state it is called in. Their stack
+//!   frames stay small and apart, too: the kernel's 512 bytes are mostly taken by the time the
+//!   classifier runs.
 //!
 //! Every detector here looks at the first message of one direction and names it only from
 //! structure that random bytes (what encrypted traffic looks like) match with odds well below one
@@ -64,13 +73,31 @@ const fn plaintext(p: Protocol) -> Verdict {
 /// Byte by byte like [`super::has_prefix`], so it unrolls to compares.
 #[inline(always)]
 fn has_prefix_ignore_case(w: &[u8], lower: &[u8]) -> bool {
-    for (i, expected) in lower.iter().enumerate() {
+    for (i, &expected) in lower.iter().enumerate() {
         match w.get(i) {
-            Some(b) if b.to_ascii_lowercase() == *expected => {}
+            Some(&b) if eq_ignore_case(b, expected) => {}
             _ => return false,
         }
     }
     true
+}
+
+/// [`has_prefix_ignore_case`] at an offset `at` the payload decides (see [`super::prefix_at`]).
+#[inline(always)]
+fn prefix_at_ignore_case(w: &[u8], at: usize, lower: &[u8]) -> bool {
+    super::prefix_at_by(w, at, lower, eq_ignore_case)
+}
+
+/// `b.to_ascii_lowercase() == lower` for a lower-case or non-letter `lower`. With a constant
+/// `lower` this is one compare (of `b` with the case bit set, for a letter) instead of the
+/// range checks of `to_ascii_lowercase`.
+#[inline(always)]
+fn eq_ignore_case(b: u8, lower: u8) -> bool {
+    if lower.is_ascii_lowercase() {
+        b | 0x20 == lower
+    } else {
+        b == lower
+    }
 }
 
 /// Printable ASCII, space excluded.
@@ -83,17 +110,7 @@ fn is_graphic(b: Option<&u8>) -> bool {
 pub(crate) mod tests {
     use super::*;
     use crate::CLASSIFY_WINDOW;
-    use crate::classify::{classify_services, tests::hex};
-
-    /// What user space concludes: the kernel's detectors, then the service detectors.
-    fn classify_payload(w: &[u8], ctx: &Context) -> Verdict {
-        let v = crate::classify::classify_payload(w, ctx);
-        if v.is_known() {
-            v
-        } else {
-            classify_services(w, ctx)
-        }
-    }
+    use crate::classify::{classify_payload, tests::hex};
 
     /// A first payload from a capture, as the kernel sees it.
     pub(crate) struct Fixture {

@@ -18,7 +18,7 @@
 //!   session, private ones included: SNMP with the encryption unknown, since the probe cannot
 //!   say what follows. Any other noAuthNoPriv message is plaintext.
 
-use super::super::{Context, Encryption, Protocol, Verdict, be16, be32};
+use super::super::{Context, Encryption, Protocol, Verdict, be16_at, be32_at, byte_at, bytes_at};
 use super::plaintext;
 
 const SEQUENCE: u8 = 0x30;
@@ -40,17 +40,18 @@ const SNMP_FLAG_PRIV: u8 = 0x02;
 const MAX_COMMUNITY_LEN: u8 = 48;
 
 /// A BER length at `at`: its value and where the content starts. Short form, or long form with
-/// 1 to 4 length bytes (Active Directory always uses 4).
+/// 1 to 4 length bytes (Active Directory always uses 4). Offsets here and below depend on
+/// earlier lengths, so every read goes through the `*_at` accessors the verifier can bound.
 #[inline(always)]
 fn length(w: &[u8], at: usize) -> Option<(u32, usize)> {
-    let first = *w.get(at)?;
+    let first = byte_at(w, at)?;
     let next = at.checked_add(1)?;
     let (len, bytes) = match first {
         0..=0x7f => (u32::from(first), 0),
-        0x81 => (u32::from(*w.get(next)?), 1),
-        0x82 => (u32::from(be16(w, next)?), 2),
-        0x83 => (be32(w, at)? & 0x00ff_ffff, 3),
-        0x84 => (be32(w, next)?, 4),
+        0x81 => (u32::from(byte_at(w, next)?), 1),
+        0x82 => (u32::from(be16_at(w, next)?), 2),
+        0x83 => (be32_at(w, at)? & 0x00ff_ffff, 3),
+        0x84 => (be32_at(w, next)?, 4),
         _ => return None,
     };
     Some((len, next.checked_add(bytes)?))
@@ -71,24 +72,24 @@ fn envelope(w: &[u8]) -> Option<Envelope> {
         return None;
     }
     let (len, content) = length(w, 1)?;
-    if w.get(content) != Some(&INTEGER) {
+    if byte_at(w, content) != Some(INTEGER) {
         return None;
     }
     Some(Envelope {
         end: u32::try_from(content).ok()?.checked_add(len)?,
-        int_len: *w.get(content.checked_add(1)?)?,
+        int_len: byte_at(w, content.checked_add(1)?)?,
         int_at: content.checked_add(2)?,
     })
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn ldap(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let msg = envelope(w)?;
     if !(1..=4).contains(&msg.int_len) {
         return None;
     }
     let op_at = msg.int_at.checked_add(usize::from(msg.int_len))?;
-    let op = *w.get(op_at)?;
+    let op = byte_at(w, op_at)?;
     let (op_len, op_content) = length(w, op_at.checked_add(1)?)?;
     let first_field = match op {
         0x60 => INTEGER,
@@ -103,11 +104,11 @@ pub(super) fn ldap(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let ok = op_start.checked_add(op_len)? <= msg.end
         && op_start < ctx.payload_len
         && (!ctx.is_udp() || msg.end == ctx.payload_len)
-        && w.get(op_content) == Some(&first_field);
+        && byte_at(w, op_content) == Some(first_field);
     ok.then(|| plaintext(Protocol::Ldap))
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn snmp(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let msg = envelope(w)?;
     // The datagram is exactly one message.
@@ -115,7 +116,7 @@ pub(super) fn snmp(w: &[u8], ctx: &Context) -> Option<Verdict> {
         return None;
     }
     let after = msg.int_at.checked_add(1)?;
-    match *w.get(msg.int_at)? {
+    match byte_at(w, msg.int_at)? {
         SNMP_V1 | SNMP_V2C => community(w, after),
         SNMP_V3 => v3(w, after),
         _ => None,
@@ -125,22 +126,21 @@ pub(super) fn snmp(w: &[u8], ctx: &Context) -> Option<Verdict> {
 /// v1/v2c: a printable community string, then a PDU.
 #[inline(always)]
 fn community(w: &[u8], at: usize) -> Option<Verdict> {
-    if w.get(at) != Some(&OCTET_STRING) {
+    if byte_at(w, at) != Some(OCTET_STRING) {
         return None;
     }
-    let community_len = *w.get(at.checked_add(1)?)?;
+    let community_len = byte_at(w, at.checked_add(1)?)?;
     if community_len > MAX_COMMUNITY_LEN {
         return None;
     }
     let community_at = at.checked_add(2)?;
     let pdu_at = community_at.checked_add(usize::from(community_len))?;
-    // Check the community's first bytes: enough to tell text from binary, and bounded.
-    let printable = w
-        .iter()
-        .skip(community_at)
-        .take(usize::from(community_len).min(8))
-        .all(|b| (0x20..0x7f).contains(b));
-    let pdu = *w.get(pdu_at)?;
+    // Check the community's first bytes: enough to tell text from binary, and bounded. (Bytes
+    // past the window are not checked, but then the PDU tag is missing too.)
+    let printable = (0..usize::from(community_len).min(8)).all(|i| {
+        byte_at(w, community_at.wrapping_add(i)).is_none_or(|b| (0x20..0x7f).contains(&b))
+    });
+    let pdu = byte_at(w, pdu_at)?;
     (printable && (0xa0..=0xa8).contains(&pdu)).then(|| plaintext(Protocol::Snmp))
 }
 
@@ -148,20 +148,20 @@ fn community(w: &[u8], at: usize) -> Option<Verdict> {
 /// security parameters: `04 L 30 L 04 e <engine id>`.
 #[inline(always)]
 fn v3(w: &[u8], at: usize) -> Option<Verdict> {
-    if w.get(at) != Some(&SEQUENCE) || w.get(at.checked_add(2)?) != Some(&INTEGER) {
+    if byte_at(w, at) != Some(SEQUENCE) || byte_at(w, at.checked_add(2)?) != Some(INTEGER) {
         return None;
     }
-    let id_len = *w.get(at.checked_add(3)?)?;
+    let id_len = byte_at(w, at.checked_add(3)?)?;
     let size_at = at.checked_add(4)?.checked_add(usize::from(id_len))?;
-    if id_len == 0 || id_len > 4 || w.get(size_at) != Some(&INTEGER) {
+    if id_len == 0 || id_len > 4 || byte_at(w, size_at) != Some(INTEGER) {
         return None;
     }
-    let size_len = *w.get(size_at.checked_add(1)?)?;
+    let size_len = byte_at(w, size_at.checked_add(1)?)?;
     let flags_at = size_at.checked_add(2)?.checked_add(usize::from(size_len))?;
     if size_len == 0 || size_len > 4 {
         return None;
     }
-    let &[
+    let [
         OCTET_STRING,
         1,
         flags,
@@ -174,8 +174,7 @@ fn v3(w: &[u8], at: usize) -> Option<Verdict> {
         _,
         OCTET_STRING,
         engine_len,
-        ..,
-    ] = w.get(flags_at..)?
+    ] = bytes_at(w, flags_at)?
     else {
         return None;
     };

@@ -46,7 +46,7 @@ const MYSQL_MAX_GREETING_LEN: u32 = 1024;
 /// the start of a handshake response.
 const MYSQL_MIN_RESPONSE_LEN: u32 = 32;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn postgresql(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let ok = match w.first()? {
         b'R' => pg_authentication(w, ctx),
@@ -101,7 +101,7 @@ fn pg_error(w: &[u8], ctx: &Context) -> bool {
         && len.checked_add(1).is_some_and(|end| end <= ctx.payload_len)
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn mysql(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let &[l0, l1, l2, sequence, first, ..] = w else {
         return None;

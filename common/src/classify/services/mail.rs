@@ -23,7 +23,7 @@
 
 use super::super::has_prefix;
 use super::super::{Protocol, Verdict};
-use super::{has_prefix_ignore_case, plaintext};
+use super::{has_prefix_ignore_case, plaintext, prefix_at_ignore_case};
 
 /// How far into a 220 greeting to look for `SMTP`/`FTP`: most put it within the host name
 /// and product that open the line.
@@ -32,7 +32,7 @@ const GREETING_SCAN: usize = 48;
 /// imaplib's `ABCD12`).
 const MAX_TAG_LEN: usize = 10;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
     let p = match w.first()? {
         b'2' => return greeting_220(w),
@@ -49,25 +49,28 @@ fn greeting_220(w: &[u8]) -> Option<Verdict> {
     if !(has_prefix(w, b"220 ") || has_prefix(w, b"220-")) {
         return None;
     }
-    let mut smtp = false;
-    let mut ftp = false;
-    // Three bytes at a time: `mtp` ends SMTP/ESMTP/LMTP, `ftp` is FTP. Only the letters' case
-    // bit is folded, so no other byte can pass for a letter.
-    let text = w.iter().skip(4).take(GREETING_SCAN);
-    let next = w.iter().skip(5);
-    let after = w.iter().skip(6);
-    for ((&a, &b), &c) in text.zip(next).zip(after) {
-        let tp = b | 0x20 == b't' && c | 0x20 == b'p';
-        smtp |= tp && a | 0x20 == b'm';
-        ftp |= tp && a | 0x20 == b'f';
-    }
-    if smtp {
+    // `mtp` ends SMTP/ESMTP/LMTP and wins wherever it is; `ftp` is FTP.
+    if says(w, b'm') {
         Some(plaintext(Protocol::Smtp))
-    } else if ftp {
+    } else if says(w, b'f') {
         Some(plaintext(Protocol::Ftp))
     } else {
         None
     }
+}
+
+/// The greeting's text holds `<first>tp`, in any case. Only the letters' case bit is folded, so
+/// no other byte can pass for a letter. One scan per word that stops at the first hit: flags
+/// for both words carried through one scan would make the verifier walk each combination of
+/// them at every position.
+#[inline(always)]
+fn says(w: &[u8], first: u8) -> bool {
+    let text = w.iter().skip(4).take(GREETING_SCAN);
+    let next = w.iter().skip(5);
+    let after = w.iter().skip(6);
+    text.zip(next)
+        .zip(after)
+        .any(|((&a, &b), &c)| a | 0x20 == first && b | 0x20 == b't' && c | 0x20 == b'p')
 }
 
 /// Untagged commands of SMTP, FTP and POP3 that only one of them uses.
@@ -126,14 +129,14 @@ fn imap_command(w: &[u8]) -> Option<Verdict> {
     if space == 0 {
         return None;
     }
-    let command = w.get(space.wrapping_add(1)..)?;
-    let known = has_prefix_ignore_case(command, b"capability\r\n")
-        || has_prefix_ignore_case(command, b"login ")
-        || has_prefix_ignore_case(command, b"starttls\r\n")
-        || has_prefix_ignore_case(command, b"authenticate ")
-        || has_prefix_ignore_case(command, b"id (")
-        || has_prefix_ignore_case(command, b"id nil")
-        || has_prefix_ignore_case(command, b"noop\r\n");
+    let command = |lower: &[u8]| prefix_at_ignore_case(w, space.wrapping_add(1), lower);
+    let known = command(b"capability\r\n")
+        || command(b"login ")
+        || command(b"starttls\r\n")
+        || command(b"authenticate ")
+        || command(b"id (")
+        || command(b"id nil")
+        || command(b"noop\r\n");
     known.then(|| plaintext(Protocol::Imap))
 }
 

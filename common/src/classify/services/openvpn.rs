@@ -45,12 +45,12 @@ const MIN_TIMESTAMP: u32 = 0x5400_0000;
 
 const OPENVPN: Verdict = Verdict::new(Protocol::Openvpn, Encryption::Encrypted);
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn udp(w: &[u8], ctx: &Context) -> Option<Verdict> {
     reset(w, ctx.payload_len)
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn tcp(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let len = u32::from(be16(w, 0)?);
     if len.checked_add(2)? > ctx.payload_len {

@@ -11,7 +11,7 @@
 //! `<PRI>` followed by free text is plaintext too, but so short a pattern is left to the
 //! randomness judgement rather than named.
 
-use super::super::{Protocol, Verdict};
+use super::super::{Protocol, Verdict, byte_at};
 use super::plaintext;
 
 /// Highest PRI: facility local7 (23) * 8 + debug (7).
@@ -19,12 +19,12 @@ const MAX_PRI: u32 = 191;
 /// Octet-counting length prefixes are at most this many digits.
 const MAX_COUNT_DIGITS: usize = 5;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn udp(w: &[u8]) -> Option<Verdict> {
     message(w, 0)
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn tcp(w: &[u8]) -> Option<Verdict> {
     if w.first() == Some(&b'<') {
         return message(w, 0);
@@ -44,7 +44,9 @@ pub(super) fn tcp(w: &[u8]) -> Option<Verdict> {
 /// `<PRI>` at `at`, then a recognised header start.
 #[inline(always)]
 fn message(w: &[u8], at: usize) -> Option<Verdict> {
-    let byte = |i: usize| w.get(at.wrapping_add(i)).copied().unwrap_or(0);
+    // `at` follows the octet count's digits: reads go through `byte_at`, which the verifier can
+    // bound.
+    let byte = |i: usize| byte_at(w, at.wrapping_add(i)).unwrap_or(0);
     let digit = |i: usize| byte(i).is_ascii_digit();
     if byte(0) != b'<' || !digit(1) {
         return None;

@@ -15,7 +15,7 @@ const DONT: u8 = 0xfe;
 /// first).
 const MAX_OPTION: u8 = 49;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let &[IAC, c0, o0, ..] = w else {
         return None;

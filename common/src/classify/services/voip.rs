@@ -12,7 +12,7 @@
 //! SIP (RFC 3261 section 7.1): a request line, an upper-case method, one space and a `sip:`,
 //! `sips:` or `tel:` URI; or a status line, `SIP/2.0 ` and a three-digit code.
 
-use super::super::{Context, Protocol, Verdict, be16, be32, has_prefix};
+use super::super::{Context, Protocol, Verdict, be16, be32, has_prefix, prefix_at};
 use super::plaintext;
 
 const MAGIC_COOKIE: u32 = 0x2112_a442;
@@ -27,7 +27,7 @@ const MAX_METHOD_LEN: usize = 9;
 /// Shortest methods (`ACK`, `BYE`).
 const MIN_METHOD_LEN: usize = 3;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn stun(w: &[u8], ctx: &Context) -> Option<Verdict> {
     let msg_type = be16(w, 0)?;
     let len = u32::from(be16(w, 2)?);
@@ -59,7 +59,7 @@ fn classic(w: &[u8], msg_type: u16, len: u32) -> bool {
         && attribute_end <= len
 }
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn sip(w: &[u8]) -> Option<Verdict> {
     if has_prefix(w, b"SIP/2.0 ") {
         let code = w.get(8..11)?;
@@ -79,8 +79,8 @@ pub(super) fn sip(w: &[u8]) -> Option<Verdict> {
     if space < MIN_METHOD_LEN {
         return None;
     }
-    let uri = w.get(space.wrapping_add(1)..)?;
-    let ok = has_prefix(uri, b"sip:") || has_prefix(uri, b"sips:") || has_prefix(uri, b"tel:");
+    let uri = |scheme: &[u8]| prefix_at(w, space.wrapping_add(1), scheme);
+    let ok = uri(b"sip:") || uri(b"sips:") || uri(b"tel:");
     ok.then(|| plaintext(Protocol::Sip))
 }
 

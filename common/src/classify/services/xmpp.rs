@@ -3,7 +3,7 @@
 //! the declaration alone first, which says only "XML" and is left unnamed: the server's answer
 //! names the flow.
 
-use super::super::{Protocol, Verdict, has_prefix};
+use super::super::{Protocol, Verdict, byte_at, has_prefix, prefix_at};
 use super::plaintext;
 
 const STREAM: &[u8] = b"<stream:stream";
@@ -12,7 +12,7 @@ const DECLARATION_SCAN: usize = 56;
 /// Whitespace allowed between the declaration and the stream header.
 const MAX_GAP: usize = 2;
 
-#[inline(always)]
+#[inline(never)]
 pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
     if has_prefix(w, STREAM) {
         return Some(plaintext(Protocol::Xmpp));
@@ -27,11 +27,11 @@ pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
         .position(|(&a, &b)| a == b'?' && b == b'>')?;
     let mut at = end.checked_add(2)?;
     for _ in 0..MAX_GAP {
-        if matches!(w.get(at), Some(b' ' | b'\r' | b'\n' | b'\t')) {
+        if matches!(byte_at(w, at), Some(b' ' | b'\r' | b'\n' | b'\t')) {
             at = at.wrapping_add(1);
         }
     }
-    has_prefix(w.get(at..)?, STREAM).then(|| plaintext(Protocol::Xmpp))
+    prefix_at(w, at, STREAM).then(|| plaintext(Protocol::Xmpp))
 }
 
 #[cfg(test)]
