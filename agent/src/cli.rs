@@ -18,6 +18,21 @@ pub enum Command {
     Run(RunArgs),
     /// Classify the flows in pcap/pcapng captures with the same engine, offline.
     Analyze(AnalyzeArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file: exit 0 when valid, 2 with the line and field of the first error.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Print the effective policy, built-in exclusions included.
+        #[arg(long)]
+        explain: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -34,6 +49,10 @@ pub struct AnalyzeArgs {
     /// A flow with no packets for this long (capture time) is ended, as in `run`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Policy file (YAML, see `sealwatch policy check`); without it, the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
 
     /// Only read the captures frame by frame and print what was read as one JSON object: the
     /// baseline `cargo xtask bench` measures analysis against.
@@ -69,6 +88,10 @@ pub struct RunArgs {
     /// A flow with no packets for this long is ended (`flow.end`, reason `idle`), e.g. `60s`, `5m`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Policy file (YAML, see `sealwatch policy check`); without it, the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

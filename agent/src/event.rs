@@ -101,7 +101,7 @@ impl FlowEvent {
         self.tls_group = t.group_name.map(str::to_owned).or_else(|| t.group.map(hex));
         self.pq = t.pq;
         self.ja4 = t.ja4.clone();
-        self.weak = t.weak.clone();
+        self.weak = t.weak.iter().map(|w| (*w).to_owned()).collect();
     }
 }
 
@@ -158,7 +158,16 @@ pub struct FlowEvent {
     pub ja4: Option<String>,
     /// Why the encryption is weak (`tls<1.2`, `rc4`, `null-cipher`, ...).
     #[serde(rename = "sealwatch.weak", skip_serializing_if = "Vec::is_empty")]
-    pub weak: Vec<&'static str>,
+    pub weak: Vec<String>,
+    /// `east-west` when both ends are inside the policy's internal CIDRs, else `north-south`.
+    #[serde(rename = "sealwatch.direction")]
+    pub direction: &'static str,
+    /// The exclusion that made the action `excluded`.
+    #[serde(
+        rename = "sealwatch.exclusion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exclusion: Option<String>,
 
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
@@ -195,6 +204,8 @@ impl FlowEvent {
             pq: None,
             ja4: None,
             weak: Vec::new(),
+            direction: "east-west",
+            exclusion: None,
             end: None,
         }
     }

@@ -24,7 +24,7 @@ use crate::{
     deep::{self, Findings, Settled},
     event::{Endpoints, Event, FlowEnd, FlowEvent},
     events::Sample,
-    policy,
+    policy::{Action, Facts, Policy},
     programs::ifname,
     streams::Streams,
 };
@@ -151,6 +151,7 @@ pub struct FlowTracker<T> {
     deadlines: BinaryHeap<Reverse<(u64, FlowKey)>>,
     /// Per-side sample size: a side that sent this much will send no more samples.
     sample_budget: u64,
+    policy: std::sync::Arc<Policy>,
     /// Closing flows in the order their close was seen, so ending them does not scan every
     /// flow on every tick.
     closing: std::collections::VecDeque<(u64, FlowKey)>,
@@ -168,6 +169,7 @@ impl<T: FlowTable> FlowTracker<T> {
             stats: TrackerStats::default(),
             deadlines: BinaryHeap::new(),
             sample_budget: u64::from(sealwatch_common::DEFAULT_SAMPLE_BYTES),
+            policy: std::sync::Arc::new(Policy::default()),
             closing: std::collections::VecDeque::new(),
         }
     }
@@ -179,6 +181,12 @@ impl<T: FlowTable> FlowTracker<T> {
             time_base: TimeBase::Epoch,
             ..FlowTracker::new(table, timeouts)
         }
+    }
+
+    /// The policy that decides each flow's action.
+    pub fn with_policy(mut self, policy: std::sync::Arc<Policy>) -> FlowTracker<T> {
+        self.policy = policy;
+        self
     }
 
     /// The per-side sample size the kernel (or the offline engine) uses.
@@ -506,19 +514,38 @@ impl<T: FlowTable> FlowTracker<T> {
             Endpoints::new(key, client_side),
             findings.protocol,
             findings.encryption,
-            policy::decide(findings.encryption),
+            Action::Alert,
             interface,
         );
         event.starttls = findings.starttls.then_some(true);
         if let Some(tls) = &findings.tls {
             event.set_tls(tls);
         }
-        event.action = policy::decide_with(
-            findings.protocol,
-            findings.encryption,
-            !event.weak.is_empty(),
-        )
-        .name();
+        let e = &event.endpoints;
+        let decision = self.policy.decide(&Facts {
+            transport: e.transport,
+            client: e.client_address,
+            server: e.server_address,
+            server_port: e.server_port,
+            protocol: findings.protocol,
+            encryption: findings.encryption,
+            fully_encrypted: event.fully_encrypted == Some(true),
+            tls_version: event.tls_version,
+            weak: !event.weak.is_empty(),
+        });
+        event.action = decision.action.name();
+        event.direction = if decision.east_west {
+            "east-west"
+        } else {
+            "north-south"
+        };
+        event.exclusion = decision.excluded_by;
+        // A version the handshake parser found fine but the policy's minimum does not.
+        if let Some(reason) = decision.below_min_tls
+            && !event.weak.iter().any(|w| w.starts_with("tls<"))
+        {
+            event.weak.push(reason);
+        }
         event
     }
 }

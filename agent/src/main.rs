@@ -1,9 +1,11 @@
-use std::{io::IsTerminal, process::ExitCode};
+use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use sealwatch::{
-    cli::{Cli, Command, OutputFormat},
-    offline, run,
+    cli::{Cli, Command, OutputFormat, PolicyCommand},
+    offline,
+    policy::{self, Policy, file::Mode},
+    run,
 };
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
@@ -31,12 +33,37 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Policy(PolicyCommand::Check { file, explain }) => match policy::load(&file) {
+            Ok(p) => {
+                let p = Policy::new(p);
+                if explain {
+                    print!("{}", p.explain());
+                }
+                if p.mode() == Mode::Enforce {
+                    eprintln!(
+                        "sealwatch: note: {}: enforce mode is not available yet; `run` and `analyze` refuse this policy",
+                        file.display()
+                    );
+                }
+                println!("{}: valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sealwatch: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
+            let policy = match load_policy(args.policy.as_deref()) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
             match offline::analyze(
                 &args.files,
                 args.idle_timeout,
                 format,
+                policy,
                 std::io::stdout().lock(),
             ) {
                 Ok(summary) => {
@@ -55,6 +82,10 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let format = args.output.unwrap_or_else(default_format);
+            let policy = match load_policy(args.policy.as_deref()) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -65,12 +96,35 @@ fn main() -> ExitCode {
             match runtime.block_on(run::run(
                 &args,
                 format,
+                policy,
                 std::io::stdout().lock(),
                 kernel_log_level,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&error_chain(&e)),
             }
+        }
+    }
+}
+
+/// The policy file, or the built-in defaults; a bad file is bad input (exit 2). Enforce mode is
+/// refused rather than reported as enforcing while nothing is dropped.
+fn load_policy(path: Option<&std::path::Path>) -> Result<Arc<Policy>, ExitCode> {
+    let Some(path) = path else {
+        return Ok(Arc::new(Policy::default()));
+    };
+    match policy::load(path) {
+        Ok(p) if p.mode == Mode::Enforce => {
+            eprintln!(
+                "sealwatch: {}: enforce mode is not available yet; use `mode: monitor`",
+                path.display()
+            );
+            Err(ExitCode::from(2))
+        }
+        Ok(p) => Ok(Arc::new(Policy::new(p))),
+        Err(e) => {
+            eprintln!("sealwatch: {e}");
+            Err(ExitCode::from(2))
         }
     }
 }

@@ -449,6 +449,7 @@ pub fn analyze<W: Write>(
     files: &[PathBuf],
     idle_timeout: Duration,
     format: OutputFormat,
+    policy: std::sync::Arc<crate::policy::Policy>,
     writer: W,
 ) -> Result<Summary, AnalyzeError> {
     let mut out = Output::batched(format, writer);
@@ -472,7 +473,8 @@ pub fn analyze<W: Write>(
         );
         let mut engine = Engine::default();
         let mut tracker = FlowTracker::offline(FlowMap::default(), timeouts, name)
-            .with_sample_budget(u64::from(engine.sample_budget));
+            .with_sample_budget(u64::from(engine.sample_budget))
+            .with_policy(policy.clone());
         let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;

@@ -252,7 +252,7 @@ mod tests {
         f.tls_group = Some("X25519MLKEM768".into());
         f.pq = Some(true);
         f.tls_server_name = Some("db.internal".into());
-        f.weak = vec!["tls<1.2", "3des"];
+        f.weak = vec!["tls<1.2".into(), "3des".into()];
         assert!(
             flow_text(&f).ends_with(
                 "iface=veth0 starttls tls=1.3 X25519MLKEM768 pq sni=db.internal weak=tls<1.2,3des"

@@ -51,6 +51,7 @@ pub enum RunError {
 pub async fn run<W: Write>(
     args: &RunArgs,
     format: OutputFormat,
+    policy: std::sync::Arc<crate::policy::Policy>,
     writer: W,
     kernel_log_level: u8,
 ) -> Result<(), RunError> {
@@ -95,8 +96,9 @@ pub async fn run<W: Write>(
         idle_ns: args.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
         linger_ns: CLOSE_LINGER.as_nanos() as u64,
     };
-    let mut tracker =
-        FlowTracker::new(table, timeouts).with_sample_budget(u64::from(args.sample_bytes));
+    let mut tracker = FlowTracker::new(table, timeouts)
+        .with_sample_budget(u64::from(args.sample_bytes))
+        .with_policy(policy);
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_sweep = monotonic_ns();

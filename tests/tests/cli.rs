@@ -72,3 +72,91 @@ fn missing_privileges_exit_1_naming_them() {
         "keeps the cause: {err}"
     );
 }
+
+fn policy_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sealwatch-{}-{name}.yaml", std::process::id()));
+    std::fs::write(&path, text).expect("write policy");
+    path
+}
+
+#[test]
+fn policy_check_accepts_the_contract_example_and_names_the_first_error() {
+    let good = policy_file(
+        "good",
+        "mode: monitor\ninternal_cidrs: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8]\nrequire:\n  min_tls_version: \"1.2\"\n  unknown: alert\nexclusions:\n  - {cidr: 169.254.169.254/32, reason: instance metadata}\n  - {port: 53, transport: udp, reason: DNS}\n  - {process: chronyd}\n  - {namespace: kube-system, pod: \"coredns-*\"}\n",
+    );
+    let out = sealwatch(&["policy", "check", "--explain", &good.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("built-in: link-local") && stdout.contains("DNS (port 53, transport udp)"),
+        "{stdout}"
+    );
+
+    let bad = policy_file(
+        "bad",
+        "mode: monitor\nexclusions:\n  - {port: 53}\n  - {prot: 5}\n",
+    );
+    let out = sealwatch(&["policy", "check", &bad.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:6: exclusions[1]: unknown field `prot`",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    let missing = sealwatch(&["policy", "check", "/nonexistent/policy.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    for p in [good, bad] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn analyze_applies_the_policy_and_refuses_enforce_mode_for_now() {
+    let capture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/pcaps/http-crash-content-disposition.pcap");
+    let capture = capture.to_string_lossy();
+    let excluded = policy_file(
+        "exclude-http",
+        "internal_cidrs: [0.0.0.0/0]\nexclusions:\n  - {port: 80, protocol: http, reason: legacy web}\n",
+    );
+    let out = sealwatch(&[
+        "analyze",
+        "--output",
+        "json",
+        "--policy",
+        &excluded.to_string_lossy(),
+        &capture,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flow: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["event"] == "flow")
+        .expect("a flow event");
+    assert_eq!(flow["sealwatch.action"], "excluded", "{flow}");
+    assert_eq!(
+        flow["sealwatch.exclusion"],
+        "legacy web (port 80, protocol http)"
+    );
+    assert_eq!(
+        flow["sealwatch.direction"], "east-west",
+        "0.0.0.0/0 is all internal"
+    );
+
+    let enforce = policy_file("enforce", "mode: enforce\n");
+    let out = sealwatch(&["analyze", "--policy", &enforce.to_string_lossy(), &capture]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enforce mode is not available yet"));
+    for p in [excluded, enforce] {
+        let _ = std::fs::remove_file(p);
+    }
+}
