@@ -33,6 +33,12 @@ pub enum PolicyCommand {
         #[arg(long)]
         explain: bool,
     },
+    /// Print a policy whose exclusions let the plaintext services seen in these flow logs
+    /// (JSON lines from `run` or `analyze`) pass, for a staged move from monitor to enforce.
+    Suggest {
+        #[arg(value_name = "FLOWLOG", required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

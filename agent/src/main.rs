@@ -53,6 +53,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Policy(PolicyCommand::Suggest { files }) => {
+            match policy::suggest::suggest(&files) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sealwatch: {}", error_chain(&e));
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
             let policy = match load_policy(args.policy.as_deref()) {

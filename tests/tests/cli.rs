@@ -160,3 +160,51 @@ fn analyze_applies_the_policy_and_refuses_enforce_mode_for_now() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// Monitor, suggest, re-run: the suggested policy lets today's plaintext services pass.
+#[test]
+fn suggested_policy_lets_todays_plaintext_pass() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pcaps");
+    let captures: Vec<String> = ["pgsql.pcap", "smtp.pcap"]
+        .iter()
+        .map(|c| corpus.join(c).to_string_lossy().into_owned())
+        .collect();
+    let alerts = |policy: Option<&str>| {
+        let mut args = vec!["analyze", "--output", "json"];
+        if let Some(p) = policy {
+            args.extend(["--policy", p]);
+        }
+        args.extend(captures.iter().map(String::as_str));
+        let out = sealwatch(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let n = text
+            .lines()
+            .filter(|l| {
+                l.contains(r#""event":"flow","#) && l.contains(r#""sealwatch.action":"alert""#)
+            })
+            .count();
+        (text, n)
+    };
+    let (log, before) = alerts(None);
+    assert!(before >= 2, "plaintext SMTP and PostgreSQL alerted: {log}");
+    let log_path = policy_file("monitor-log", &log);
+    let out = sealwatch(&["policy", "suggest", &log_path.to_string_lossy()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let suggested = policy_file("suggested", &String::from_utf8_lossy(&out.stdout));
+    let (_, after) = alerts(Some(&suggested.to_string_lossy()));
+    assert_eq!(after, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    for p in [log_path, suggested] {
+        let _ = std::fs::remove_file(p);
+    }
+}

@@ -7,6 +7,7 @@
 //! exclusion that matched.
 
 pub mod file;
+pub mod suggest;
 
 use std::net::IpAddr;
 
