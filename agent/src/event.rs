@@ -253,6 +253,12 @@ pub struct AgentEvent {
     /// `sealwatch.kernel.<counter>` and `sealwatch.agent.<counter>` totals, on `stopped`.
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,
+    /// Why a new policy was rejected (state `policy_rejected`); the old one stays.
+    #[serde(
+        rename = "sealwatch.policy.error",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

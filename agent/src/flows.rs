@@ -189,6 +189,12 @@ impl<T: FlowTable> FlowTracker<T> {
         self
     }
 
+    /// Swaps the policy: flows reported from now on are decided by the new one; nothing about
+    /// the flows being followed is lost.
+    pub fn set_policy(&mut self, policy: std::sync::Arc<Policy>) {
+        self.policy = policy;
+    }
+
     /// The per-side sample size the kernel (or the offline engine) uses.
     pub fn with_sample_budget(mut self, bytes: u64) -> FlowTracker<T> {
         self.sample_budget = bytes;

@@ -125,15 +125,8 @@ fn load_policy(path: Option<&std::path::Path>) -> Result<Arc<Policy>, ExitCode> 
     let Some(path) = path else {
         return Ok(Arc::new(Policy::default()));
     };
-    match policy::load(path) {
-        Ok(p) if p.mode == Mode::Enforce => {
-            eprintln!(
-                "sealwatch: {}: enforce mode is not available yet; use `mode: monitor`",
-                path.display()
-            );
-            Err(ExitCode::from(2))
-        }
-        Ok(p) => Ok(Arc::new(Policy::new(p))),
+    match policy::load_monitor(path) {
+        Ok(p) => Ok(Arc::new(p)),
         Err(e) => {
             eprintln!("sealwatch: {e}");
             Err(ExitCode::from(2))

@@ -162,6 +162,9 @@ fn agent_text(a: &AgentEvent) -> String {
     if let Some(attach) = a.attach {
         line.push_str(&format!(" ({attach})"));
     }
+    if let Some(e) = &a.error {
+        line.push_str(&format!(" error: {e}"));
+    }
     for (k, v) in &a.counters {
         line.push_str(&format!(" {}={v}", k.rsplit('.').next().unwrap_or(k)));
     }
@@ -271,6 +274,7 @@ mod tests {
             interface: None,
             attach: None,
             counters: BTreeMap::from([("sealwatch.kernel.packets".to_owned(), 12)]),
+            error: None,
         };
         assert_eq!(agent_text(&a), "t agent     stopped packets=12");
     }

@@ -79,6 +79,7 @@ pub async fn run<W: Write>(
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
 
     let attach = match args.attach {
         AttachMode::Tc => "tc",
@@ -115,6 +116,7 @@ pub async fn run<W: Write>(
                     next_sweep = now.saturating_add(timeouts.sweep_interval_ns());
                 }
             }
+                        _ = sighup.recv() => reload_policy(args, &mut tracker, &mut pending),
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
         }
@@ -166,6 +168,36 @@ fn emit<W: Write>(out: &mut Output<W>, event: &Event) -> Result<(), RunError> {
     out.write(event).map_err(RunError::Output)
 }
 
+/// SIGHUP: reads the policy file again. A valid one replaces the old at once, between two
+/// events (no flow is forgotten, nothing is detached); an invalid one is reported and the old
+/// one stays.
+fn reload_policy<T: crate::flows::FlowTable>(
+    args: &RunArgs,
+    tracker: &mut FlowTracker<T>,
+    out: &mut Vec<Event>,
+) {
+    let Some(path) = &args.policy else {
+        info!("SIGHUP without --policy: nothing to reload");
+        return;
+    };
+    let (state, error) = match crate::policy::load_monitor(path) {
+        Ok(p) => {
+            tracker.set_policy(std::sync::Arc::new(p));
+            info!(policy = %path.display(), "policy reloaded");
+            ("policy_reloaded", None)
+        }
+        Err(e) => {
+            warn!(error = %e, "new policy rejected; the old one stays");
+            ("policy_rejected", Some(e))
+        }
+    };
+    let mut event = agent_event(state, None, None, BTreeMap::new());
+    if let Event::Agent(a) = &mut event {
+        a.error = error;
+    }
+    out.push(event);
+}
+
 fn agent_event(
     state: &'static str,
     interface: Option<String>,
@@ -179,6 +211,7 @@ fn agent_event(
         interface,
         attach,
         counters,
+        error: None,
     })
 }
 

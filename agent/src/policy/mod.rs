@@ -61,6 +61,19 @@ pub struct Decision {
     pub below_min_tls: Option<String>,
 }
 
+/// Loads a policy file for the monitor-mode agent: a bad file, or one asking for enforce mode
+/// (not available yet), is an error with a one-line reason.
+pub fn load_monitor(path: &std::path::Path) -> Result<Policy, String> {
+    let file = load(path).map_err(|e| e.to_string())?;
+    if file.mode == Mode::Enforce {
+        return Err(format!(
+            "{}: enforce mode is not available yet; use `mode: monitor`",
+            path.display()
+        ));
+    }
+    Ok(Policy::new(file))
+}
+
 /// A policy file plus the built-in exclusions.
 #[derive(Debug, Clone)]
 pub struct Policy {
