@@ -52,26 +52,26 @@ impl Findings {
             let i = usize::from(client & 1);
             [self.tls_start[i], self.tls_start[i ^ 1]]
         };
-        self.tls = match self.protocol {
-            Protocol::Dtls => {
-                let c: Vec<&[u8]> = cs.datagrams().collect();
-                let s: Vec<&[u8]> = ss.datagrams().collect();
-                inspect_dtls(&c, &s)
-            }
-            // Initial packets are encrypted with keys anyone can derive from the client's
-            // connection ID: decrypted, they hold the same hellos as TLS.
-            Protocol::Quic => {
-                let c: Vec<&[u8]> = cs.datagrams().collect();
-                let s: Vec<&[u8]> = ss.datagrams().collect();
-                inspect_quic(&c, &s)
-            }
-            _ if c.is_some() => {
-                let from = |b: &[u8], at: Option<usize>| -> Vec<u8> {
-                    at.and_then(|at| b.get(at..)).unwrap_or_default().to_vec()
-                };
-                inspect_tls(&from(cs.bytes(), c), &from(ss.bytes(), s))
-            }
+        // QUIC Initial packets are encrypted with keys anyone can derive from the client's
+        // connection ID: decrypted, they hold the same hellos as TLS.
+        let datagram_inspector = match self.protocol {
+            Protocol::Dtls => Some(inspect_dtls as fn(&[&[u8]], &[&[u8]]) -> _),
+            Protocol::Quic => Some(inspect_quic as fn(&[&[u8]], &[&[u8]]) -> _),
             _ => None,
+        };
+        self.tls = match datagram_inspector {
+            Some(inspect) => {
+                let c: Vec<&[u8]> = cs.datagrams().collect();
+                let s: Vec<&[u8]> = ss.datagrams().collect();
+                inspect(&c, &s)
+            }
+            None if c.is_some() => {
+                fn from(b: &[u8], at: Option<usize>) -> &[u8] {
+                    at.and_then(|at| b.get(at..)).unwrap_or(&[])
+                }
+                inspect_tls(from(cs.bytes(), c), from(ss.bytes(), s))
+            }
+            None => None,
         }
         .map(Box::new);
     }
@@ -283,12 +283,7 @@ fn name_service(
     proto: u8,
 ) -> Option<Verdict> {
     [cs, ss].iter().find_map(|s| {
-        let (len, bytes) = if proto == IPPROTO_TCP {
-            s.first_packet()?
-        } else {
-            let d = s.datagrams().next()?;
-            (d.len() as u32, d)
-        };
+        let (len, bytes) = s.first_message()?;
         let ctx = Context {
             transport: proto,
             payload_len: len,
@@ -306,7 +301,7 @@ fn first_window(s: &crate::streams::SideStream, proto: u8) -> Option<([u8; WINDO
     let first = if proto == IPPROTO_TCP {
         s.bytes()
     } else {
-        s.datagrams().next()?
+        s.first_message()?.1
     };
     if first.is_empty() {
         return None;

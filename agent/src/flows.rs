@@ -224,8 +224,8 @@ impl<T: FlowTable> FlowTracker<T> {
                 if tracked.reported || tracked.pending.is_some() {
                     return;
                 }
-                if self.examine(&n.key, n).1 == Settled::Yes {
-                    self.report(n, out);
+                if let (findings, Settled::Yes) = self.examine(&n.key, n) {
+                    self.report_findings(n, findings, out);
                     return;
                 }
                 let deadline = n.ts_ns.saturating_add(HOLD_NS);
@@ -253,9 +253,9 @@ impl<T: FlowTable> FlowTracker<T> {
             .get_or_insert_with(|| Box::new(Streams::new(s.key.proto == IPPROTO_TCP)))
             .add(s);
         if let Some((n, _)) = tracked.pending
-            && self.examine(&s.key, &n).1 == Settled::Yes
+            && let (findings, Settled::Yes) = self.examine(&s.key, &n)
         {
-            self.report(&n, out);
+            self.report_findings(&n, findings, out);
         }
     }
 
@@ -306,7 +306,12 @@ impl<T: FlowTable> FlowTracker<T> {
     }
 
     fn report(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
-        let (mut findings, _) = self.examine(&n.key, n);
+        let (findings, _) = self.examine(&n.key, n);
+        self.report_findings(n, findings, out);
+    }
+
+    /// Reports a flow with what deep parsing found (already examined by the caller).
+    fn report_findings(&mut self, n: &FlowNotice, mut findings: Findings, out: &mut Vec<Event>) {
         if let Some(streams) = self.flows.get(&n.key).and_then(|t| t.streams.as_deref()) {
             findings.read_handshake(streams, Endpoints::client_index(n.client_side));
         }

@@ -47,6 +47,15 @@ impl SideStream {
         self.bytes.is_empty()
     }
 
+    /// The side's first message as the kernel classified it: the first datagram, or for TCP the
+    /// first packet's payload (its length, and the bytes of it we have).
+    pub fn first_message(&self) -> Option<(u32, &[u8])> {
+        match self.datagrams().next() {
+            Some(d) => Some((d.len() as u32, d)),
+            None => self.first_packet(),
+        }
+    }
+
     /// The side's first packet's payload: its length, and the bytes of it we have.
     pub fn first_packet(&self) -> Option<(u32, &[u8])> {
         if self.bytes.is_empty() {
