@@ -13,5 +13,6 @@ pub mod output;
 pub mod policy;
 pub mod programs;
 pub mod progress;
+pub mod reset;
 pub mod run;
 pub mod streams;
