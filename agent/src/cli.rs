@@ -95,9 +95,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Policy file (YAML, see `sealwatch policy check`); without it, the built-in defaults.
+    /// Policy file (YAML, see `sealwatch policy check`); without it, the built-in defaults. It
+    /// is read again on SIGHUP and when it changes; an invalid new version is rejected and the
+    /// old policy stays.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
+
+    /// `monitor` never drops (what enforce mode would drop is reported as `alert`); `enforce`
+    /// drops forbidden flows in the kernel. Overrides the policy file's `mode`.
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::policy::file::Mode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -250,6 +250,9 @@ pub struct AgentEvent {
     pub interface: Option<String>,
     #[serde(rename = "sealwatch.attach", skip_serializing_if = "Option::is_none")]
     pub attach: Option<&'static str>,
+    /// `monitor` or `enforce`: on `attached` and `policy_reloaded`.
+    #[serde(rename = "sealwatch.mode", skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
     /// `sealwatch.kernel.<counter>` and `sealwatch.agent.<counter>` totals, on `stopped`.
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,

@@ -13,9 +13,10 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sealwatch_common::{
     Encryption, Protocol, Verdict,
-    event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
+    event::{FlowNotice, KIND_CLOSE, KIND_DROP, KIND_VERDICT},
     flow::{FLOW_CLOSING, FLOW_VERDICT, FlowKey, FlowState},
     net::{IPPROTO_TCP, TCP_RST},
+    policy::{ACTION_DROP, ACTION_EXCLUDED, ACTION_NONE},
 };
 use tracing::{debug, warn};
 
@@ -112,6 +113,33 @@ struct Tracked {
     pending: Option<(FlowNotice, u64)>,
     /// What was reported, for the flow's end (it may differ from the kernel's verdict).
     verdict: Option<Findings>,
+    /// What the kernel's policy decided (`policy::ACTION_*`, and the exclusion's index).
+    kernel: Kernel,
+}
+
+/// The kernel's decision on a flow, as its notices and table entry tell it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Kernel {
+    action: u8,
+    rule: u8,
+}
+
+impl Kernel {
+    fn of_notice(n: &FlowNotice) -> Kernel {
+        Kernel {
+            action: n.action,
+            rule: n.rule,
+        }
+    }
+
+    /// A drop is final, whatever was noticed before it.
+    fn merge(self, later: Kernel) -> Kernel {
+        if self.action == ACTION_DROP || later.action == ACTION_NONE {
+            self
+        } else {
+            later
+        }
+    }
 }
 
 /// How long a verdict may wait for the bytes that settle it (a ServerHello, a STARTTLS
@@ -155,6 +183,9 @@ pub struct FlowTracker<T> {
     /// Closing flows in the order their close was seen, so ending them does not scan every
     /// flow on every tick.
     closing: std::collections::VecDeque<(u64, FlowKey)>,
+    /// Live kernel programs enforce the policy: `drop` is reported only for flows they dropped.
+    /// Offline, `drop` says what enforce mode would do.
+    kernel_enforces: bool,
 }
 
 impl<T: FlowTable> FlowTracker<T> {
@@ -171,7 +202,14 @@ impl<T: FlowTable> FlowTracker<T> {
             sample_budget: u64::from(sealwatch_common::DEFAULT_SAMPLE_BYTES),
             policy: std::sync::Arc::new(Policy::default()),
             closing: std::collections::VecDeque::new(),
+            kernel_enforces: false,
         }
+    }
+
+    /// The flows come from kernel programs that enforce the policy (`run`).
+    pub fn with_kernel_enforcement(mut self) -> FlowTracker<T> {
+        self.kernel_enforces = true;
+        self
     }
 
     /// For captures: epoch timestamps, and one name for the `interface` of every flow.
@@ -221,6 +259,7 @@ impl<T: FlowTable> FlowTracker<T> {
         match n.kind {
             KIND_VERDICT => {
                 let tracked = self.flows.entry(n.key).or_default();
+                tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
                 if tracked.reported || tracked.pending.is_some() {
                     return;
                 }
@@ -235,8 +274,33 @@ impl<T: FlowTable> FlowTracker<T> {
                 self.deadlines.push(Reverse((deadline, n.key)));
             }
             KIND_CLOSE => self.mark_closing(n.key, now),
+            KIND_DROP => self.on_drop(n, out),
             other => warn!(kind = other, "unexpected notice kind"),
         }
+    }
+
+    /// Enforce mode started dropping a flow after its verdict (a weak ServerHello, a preamble
+    /// that sent data instead of upgrading). A flow not reported yet carries the drop in its
+    /// report; one already reported gets a `drop` event.
+    fn on_drop(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
+        let tracked = self.flows.entry(n.key).or_default();
+        tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
+        if !tracked.reported {
+            return;
+        }
+        let Some(findings) = tracked.verdict.clone() else {
+            return;
+        };
+        let kernel = tracked.kernel;
+        let mut event = self.flow_event(
+            &n.key,
+            n.client_side,
+            &findings,
+            kernel,
+            (n.ifindex, n.ts_ns),
+        );
+        event.event = "drop";
+        out.push(Event::Flow(Box::new(event)));
     }
 
     /// Payload samples feed deeper parsing (TLS details, STARTTLS, unnamed flows) until the
@@ -316,12 +380,20 @@ impl<T: FlowTable> FlowTracker<T> {
             findings.read_handshake(streams, Endpoints::client_index(n.client_side));
         }
         let tracked = self.flows.entry(n.key).or_default();
+        tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
         tracked.reported = true;
         tracked.pending = None;
         tracked.streams = None;
         tracked.verdict = Some(findings.clone());
         self.stats.flows_reported += 1;
-        let event = self.flow_event(&n.key, n.client_side, &findings, n.ifindex, n.ts_ns);
+        let kernel = tracked.kernel;
+        let event = self.flow_event(
+            &n.key,
+            n.client_side,
+            &findings,
+            kernel,
+            (n.ifindex, n.ts_ns),
+        );
         out.push(Event::Flow(Box::new(event)));
     }
 
@@ -423,6 +495,7 @@ impl<T: FlowTable> FlowTracker<T> {
         out: &mut Vec<Event>,
     ) {
         let state = state.or_else(|| self.table.get(key));
+
         let reason = match (reason, &state) {
             (Reason::Closed, None) | (Reason::Idle, None) => Reason::Evicted,
             _ => reason,
@@ -441,7 +514,11 @@ impl<T: FlowTable> FlowTracker<T> {
         if !reported && state.payload_packets.iter().any(|&n| n > 0) {
             self.report_from_state(key, &state, out);
         }
-        let tracked = self.forget(key);
+        let mut tracked = self.forget(key);
+        tracked.kernel = tracked.kernel.merge(Kernel {
+            action: state.action,
+            rule: state.rule,
+        });
         if !tracked.reported {
             return;
         }
@@ -457,8 +534,8 @@ impl<T: FlowTable> FlowTracker<T> {
             key,
             state.client_side,
             &findings,
-            state.ifindex,
-            state.last_ns,
+            tracked.kernel,
+            (state.ifindex, state.last_ns),
         );
         event.event = "flow.end";
         let client = usize::from(Endpoints::client_index(state.client_side));
@@ -494,7 +571,8 @@ impl<T: FlowTable> FlowTracker<T> {
             protocol: protocol as u8,
             encryption: encryption as u8,
             client_side: state.client_side,
-            _pad: [0; 2],
+            action: state.action,
+            rule: state.rule,
             ifindex: state.ifindex,
             _pad2: 0,
             ts_ns: at,
@@ -508,8 +586,8 @@ impl<T: FlowTable> FlowTracker<T> {
         key: &FlowKey,
         client_side: u8,
         findings: &Findings,
-        ifindex: u32,
-        ts_ns: u64,
+        kernel: Kernel,
+        (ifindex, ts_ns): (u32, u64),
     ) -> FlowEvent {
         let time = self.time(ts_ns);
         let interface = match (&self.interface, self.ifnames.entry(ifindex)) {
@@ -544,13 +622,28 @@ impl<T: FlowTable> FlowTracker<T> {
             tls_version: event.tls_version,
             weak: !event.weak.is_empty(),
         });
-        event.action = decision.action.name();
+        let action = match (decision.action, kernel.action) {
+            (_, ACTION_DROP) => Action::Drop,
+            // Process and pod exclusions are matched in the kernel (by cgroup) only.
+            (Action::Excluded, _) => Action::Excluded,
+            (_, ACTION_EXCLUDED) => {
+                event.exclusion = self.policy.exclusion_name(usize::from(kernel.rule));
+                Action::Excluded
+            }
+            // Forbidden, but the kernel let it through (north-south, a ServerHello it could not
+            // read): say so as an alert, never as a drop that did not happen.
+            (Action::Drop, _) if self.kernel_enforces => Action::Alert,
+            (a, _) => a,
+        };
+        event.action = action.name();
         event.direction = if decision.east_west {
             "east-west"
         } else {
             "north-south"
         };
-        event.exclusion = decision.excluded_by;
+        if decision.excluded_by.is_some() {
+            event.exclusion = decision.excluded_by;
+        }
         // A version the handshake parser found fine but the policy's minimum does not.
         if let Some(reason) = decision.below_min_tls
             && !event.weak.iter().any(|w| w.starts_with("tls<"))
@@ -660,7 +753,8 @@ mod tests {
             protocol: s.protocol,
             encryption: s.encryption,
             client_side: s.client_side,
-            _pad: [0; 2],
+            action: 0,
+            rule: 0,
             ifindex: 1,
             _pad2: 0,
             ts_ns: s.verdict_ns,

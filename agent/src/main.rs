@@ -39,12 +39,7 @@ fn main() -> ExitCode {
                 if explain {
                     print!("{}", p.explain());
                 }
-                if p.mode() == Mode::Enforce {
-                    eprintln!(
-                        "sealwatch: note: {}: enforce mode is not available yet; `run` and `analyze` refuse this policy",
-                        file.display()
-                    );
-                }
+
                 println!("{}: valid", file.display());
                 ExitCode::SUCCESS
             }
@@ -67,7 +62,7 @@ fn main() -> ExitCode {
         }
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
-            let policy = match load_policy(args.policy.as_deref()) {
+            let policy = match load_policy(args.policy.as_deref(), None) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
@@ -94,7 +89,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let format = args.output.unwrap_or_else(default_format);
-            let policy = match load_policy(args.policy.as_deref()) {
+            let policy = match load_policy(args.policy.as_deref(), args.mode) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
@@ -119,13 +114,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The policy file, or the built-in defaults; a bad file is bad input (exit 2). Enforce mode is
-/// refused rather than reported as enforcing while nothing is dropped.
-fn load_policy(path: Option<&std::path::Path>) -> Result<Arc<Policy>, ExitCode> {
+/// The policy file, or the built-in defaults, with `mode` (the command line's) overriding the
+/// file's; a bad file is bad input (exit 2).
+fn load_policy(
+    path: Option<&std::path::Path>,
+    mode: Option<Mode>,
+) -> Result<Arc<Policy>, ExitCode> {
     let Some(path) = path else {
-        return Ok(Arc::new(Policy::default()));
+        return Ok(Arc::new(Policy::default().with_mode(mode)));
     };
-    match policy::load_monitor(path) {
+    match policy::load_policy(path, mode) {
         Ok(p) => Ok(Arc::new(p)),
         Err(e) => {
             eprintln!("sealwatch: {e}");

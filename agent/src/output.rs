@@ -162,6 +162,9 @@ fn agent_text(a: &AgentEvent) -> String {
     if let Some(attach) = a.attach {
         line.push_str(&format!(" ({attach})"));
     }
+    if let Some(mode) = a.mode {
+        line.push_str(&format!(" mode={mode}"));
+    }
     if let Some(e) = &a.error {
         line.push_str(&format!(" error: {e}"));
     }
@@ -273,6 +276,7 @@ mod tests {
             state: "stopped",
             interface: None,
             attach: None,
+            mode: None,
             counters: BTreeMap::from([("sealwatch.kernel.packets".to_owned(), 12)]),
             error: None,
         };

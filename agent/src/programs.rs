@@ -1,17 +1,27 @@
 //! Loading the kernel object and attaching its programs. [`Programs`] owns every attachment:
 //! dropping it detaches them all.
 
-use std::{ffi::CString, io};
+use std::{collections::BTreeMap, ffi::CString, io};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
 };
 use sealwatch_common::{
-    EVENTS_MAP, FLOWS_MAP, SAMPLE_BYTES_GLOBAL, STATS_MAP,
+    ENFORCE_TC_EGRESS_MAP, ENFORCE_TC_INGRESS_MAP, ENFORCE_XDP_MAP, EVENTS_MAP, FLOWS_MAP,
+    SAMPLE_BYTES_GLOBAL, STATS_MAP,
     flow::{FlowKey, FlowState},
+    policy::{
+        CgroupRules, EXEMPT_CGROUPS_MAP, EXEMPT_PORTS_MAP, KernelPolicy, NETS_MAP, NetKey,
+        NetValue, POLICY_ACTIVE_MAP, POLICY_MAP, PORTS_MAP, WEAK_SUITES_MAP, slot_port_key,
+    },
 };
+
+use crate::policy::kernel::{Compiled, Resolved};
 use tracing::{debug, info, warn};
 
 use crate::cli::AttachMode;
@@ -22,6 +32,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/se
 const TC_INGRESS: &str = "tc_ingress";
 const TC_EGRESS: &str = "tc_egress";
 const XDP_INGRESS: &str = "xdp_ingress";
+const TC_ENFORCE_INGRESS: &str = "tc_enforce_ingress";
+const TC_ENFORCE_EGRESS: &str = "tc_enforce_egress";
+const XDP_ENFORCE: &str = "xdp_enforce";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -105,11 +118,39 @@ impl Programs {
             prog.load()
                 .map_err(|source| LoadError::Program { program, source })?;
         }
-        let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_INGRESS)?;
-        xdp.load().map_err(|source| LoadError::Program {
-            program: XDP_INGRESS,
-            source,
-        })?;
+        for program in [XDP_INGRESS, XDP_ENFORCE] {
+            let xdp: &mut Xdp = program_mut(&mut ebpf, program)?;
+            xdp.load()
+                .map_err(|source| LoadError::Program { program, source })?;
+        }
+        for program in [TC_ENFORCE_INGRESS, TC_ENFORCE_EGRESS] {
+            let prog: &mut SchedClassifier = program_mut(&mut ebpf, program)?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
+        }
+        // The observers tail-call the enforce programs through these arrays.
+        for (map, program) in [
+            (ENFORCE_TC_INGRESS_MAP, TC_ENFORCE_INGRESS),
+            (ENFORCE_TC_EGRESS_MAP, TC_ENFORCE_EGRESS),
+            (ENFORCE_XDP_MAP, XDP_ENFORCE),
+        ] {
+            let fd = ebpf
+                .program(program)
+                .ok_or(LoadError::MissingProgram(program))?
+                .fd()
+                .map_err(|source| LoadError::Program { program, source })?
+                .try_clone()
+                .map_err(|e| LoadError::Program {
+                    program,
+                    source: ProgramError::IOError(e),
+                })?;
+            let mut array =
+                ProgramArray::try_from(ebpf.map_mut(map).ok_or(LoadError::MissingMap(map))?)
+                    .map_err(|source| LoadError::Map { name: map, source })?;
+            array
+                .set(0, &fd, 0)
+                .map_err(|source| LoadError::Map { name: map, source })?;
+        }
         Ok(Programs {
             ebpf,
             attachments: Vec::new(),
@@ -219,6 +260,21 @@ impl Programs {
         })
     }
 
+    pub fn take_policy(&mut self) -> Result<PolicyMaps, LoadError> {
+        Ok(PolicyMaps {
+            policy: take(&mut self.ebpf, POLICY_MAP, Array::try_from)?,
+            active: take(&mut self.ebpf, POLICY_ACTIVE_MAP, Array::try_from)?,
+            nets: take(&mut self.ebpf, NETS_MAP, LpmTrie::try_from)?,
+            ports: take(&mut self.ebpf, PORTS_MAP, HashMap::try_from)?,
+            cgroups: take(&mut self.ebpf, EXEMPT_CGROUPS_MAP, HashMap::try_from)?,
+            local_ports: take(&mut self.ebpf, EXEMPT_PORTS_MAP, HashMap::try_from)?,
+            weak_suites: take(&mut self.ebpf, WEAK_SUITES_MAP, HashMap::try_from)?,
+            weak_loaded: false,
+            installed: [Vec::new(), Vec::new()],
+            installed_ports: [Vec::new(), Vec::new()],
+        })
+    }
+
     /// The loaded object, for aya-log and for BPF_PROG_TEST_RUN in tests.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
@@ -232,6 +288,182 @@ impl Drop for Programs {
             info!(iface = %a.iface, "detaching");
         }
     }
+}
+
+fn take<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    convert(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// The kernel's policy maps. [`PolicyMaps::install`] writes a policy into the slot the programs
+/// are not reading and then flips the active slot: one map write switches policies, so there is
+/// no moment with a half-written policy or none.
+pub struct PolicyMaps {
+    policy: Array<MapData, KernelPolicy>,
+    active: Array<MapData, u32>,
+    nets: LpmTrie<MapData, NetKey, NetValue>,
+    ports: HashMap<MapData, u32, u64>,
+    cgroups: HashMap<MapData, u64, CgroupRules>,
+    local_ports: HashMap<MapData, u32, CgroupRules>,
+    weak_suites: HashMap<MapData, u16, u8>,
+    weak_loaded: bool,
+    /// What each slot holds in the network and port maps, to clear it later.
+    installed: [Vec<(u32, NetKey)>; 2],
+    installed_ports: [Vec<u32>; 2],
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot update kernel map {map}: {source}")]
+pub struct PolicyMapError {
+    map: &'static str,
+    #[source]
+    source: MapError,
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> PolicyMapError {
+    move |source| PolicyMapError { map, source }
+}
+
+impl PolicyMaps {
+    /// Installs `policy` with where its process exclusions resolved to.
+    pub fn install(
+        &mut self,
+        policy: &Compiled,
+        resolved: &Resolved,
+    ) -> Result<(), PolicyMapError> {
+        if !self.weak_loaded {
+            for suite in sealwatch_inspect::tls::weak_suites() {
+                self.weak_suites
+                    .insert(suite, 1, 0)
+                    .map_err(map_err(WEAK_SUITES_MAP))?;
+            }
+            self.weak_loaded = true;
+        }
+        let current = self.active_slot()?;
+        let next = current ^ 1;
+        self.clear_slot(next)?;
+        for (len, key, value) in &policy.nets {
+            let key = NetKey {
+                slot: next as u8,
+                ..*key
+            };
+            self.nets
+                .insert(&Key::new(*len, key), value, 0)
+                .map_err(map_err(NETS_MAP))?;
+            self.installed[next as usize].push((*len, key));
+        }
+        for &(port, rules) in &policy.ports {
+            let k = slot_port_key(next, port);
+            self.ports.insert(k, rules, 0).map_err(map_err(PORTS_MAP))?;
+            self.installed_ports[next as usize].push(k);
+        }
+        write_slot(
+            &mut self.cgroups,
+            next,
+            &resolved.cgroups,
+            EXEMPT_CGROUPS_MAP,
+        )?;
+        write_slot(
+            &mut self.local_ports,
+            next,
+            &resolved.ports,
+            EXEMPT_PORTS_MAP,
+        )?;
+        self.policy
+            .set(next, policy.kernel, 0)
+            .map_err(map_err(POLICY_MAP))?;
+        self.active
+            .set(0, next, 0)
+            .map_err(map_err(POLICY_ACTIVE_MAP))?;
+        // The old slot is no longer read: empty it so the maps hold one policy.
+        self.clear_slot(current)
+    }
+
+    /// Updates the active slot's process bits in place (processes started or gone since the
+    /// policy was installed); the rules themselves do not change.
+    pub fn refresh_processes(&mut self, resolved: &Resolved) -> Result<(), PolicyMapError> {
+        let current = self.active_slot()?;
+        write_slot(
+            &mut self.cgroups,
+            current,
+            &resolved.cgroups,
+            EXEMPT_CGROUPS_MAP,
+        )?;
+        write_slot(
+            &mut self.local_ports,
+            current,
+            &resolved.ports,
+            EXEMPT_PORTS_MAP,
+        )
+    }
+
+    fn active_slot(&self) -> Result<u32, PolicyMapError> {
+        Ok(self.active.get(&0, 0).map_err(map_err(POLICY_ACTIVE_MAP))? & 1)
+    }
+
+    fn clear_slot(&mut self, slot: u32) -> Result<(), PolicyMapError> {
+        for (len, key) in std::mem::take(&mut self.installed[slot as usize]) {
+            match self.nets.remove(&Key::new(len, key)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(NETS_MAP)(e)),
+            }
+        }
+        for k in std::mem::take(&mut self.installed_ports[slot as usize]) {
+            match self.ports.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(PORTS_MAP)(e)),
+            }
+        }
+        write_slot(
+            &mut self.cgroups,
+            slot,
+            &BTreeMap::new(),
+            EXEMPT_CGROUPS_MAP,
+        )?;
+        write_slot(
+            &mut self.local_ports,
+            slot,
+            &BTreeMap::new(),
+            EXEMPT_PORTS_MAP,
+        )
+    }
+}
+
+/// Sets slot `slot` of every entry of a per-slot bitmask map to what `want` gives it (0 for keys
+/// it does not list), keeping the other slot; removes entries left with no bits.
+fn write_slot<K: aya::Pod + Ord + Copy>(
+    map: &mut HashMap<MapData, K, CgroupRules>,
+    slot: u32,
+    want: &BTreeMap<K, u64>,
+    name: &'static str,
+) -> Result<(), PolicyMapError> {
+    let slot = (slot & 1) as usize;
+    let existing: Vec<(K, CgroupRules)> = map.iter().filter_map(Result::ok).collect();
+    for (key, mut rules) in existing {
+        let bits = want.get(&key).copied().unwrap_or(0);
+        if rules[slot] == bits {
+            continue;
+        }
+        rules[slot] = bits;
+        if rules == [0, 0] {
+            map.remove(&key).map_err(map_err(name))?;
+        } else {
+            map.insert(key, rules, 0).map_err(map_err(name))?;
+        }
+    }
+    for (&key, &bits) in want {
+        if bits == 0 || map.get(&key, 0).is_ok() {
+            continue;
+        }
+        let mut rules = [0; 2];
+        rules[slot] = bits;
+        map.insert(key, rules, 0).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

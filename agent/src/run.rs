@@ -14,7 +14,7 @@ use tokio::{
     sync::mpsc,
     time::{MissedTickBehavior, interval},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     cli::{AttachMode, OutputFormat, RunArgs},
@@ -23,7 +23,13 @@ use crate::{
     events::{KernelEvent, spawn_reader},
     flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
     output::Output,
-    programs::{AttachError, LoadError, LoadOptions, Programs, ifindex},
+    policy::{
+        Policy,
+        kernel::{Compiled, compile, resolve_cgroups},
+    },
+    programs::{
+        AttachError, LoadError, LoadOptions, PolicyMapError, PolicyMaps, Programs, ifindex,
+    },
 };
 
 /// How often closing flows and held-back verdicts are checked (the table sweep follows
@@ -31,6 +37,8 @@ use crate::{
 const TICK: Duration = Duration::from_millis(250);
 /// Wait after the first FIN/RST for the last packets of a flow before reading its totals.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How often the cgroups of processes that exclusions name are looked up again.
+const CGROUP_REFRESH: Duration = Duration::from_secs(2);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
 const EVENT_QUEUE: usize = 4096;
 
@@ -46,6 +54,8 @@ pub enum RunError {
     Signal(#[source] io::Error),
     #[error("cannot write events: {0}")]
     Output(#[source] io::Error),
+    #[error("cannot install the policy in the kernel: {0}")]
+    Policy(#[source] PolicyMapError),
 }
 
 pub async fn run<W: Write>(
@@ -63,6 +73,7 @@ pub async fn run<W: Write>(
         }
         .into());
     }
+    let mut policy_file = PolicyFile::new(args);
     let mut programs = Programs::load(LoadOptions {
         sample_bytes: args.sample_bytes,
         flow_capacity: args.flow_capacity,
@@ -74,6 +85,10 @@ pub async fn run<W: Write>(
     let ring = programs.take_events()?;
     let table = programs.take_flows()?;
     let stats_map = programs.take_stats()?;
+    // The policy is in the kernel before the first packet is seen: enforce mode has no window.
+    let mut kernel_policy = programs.take_policy()?;
+    let mut compiled = install(&mut kernel_policy, &policy).map_err(RunError::Policy)?;
+    let mode = policy.mode().name();
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let reader = spawn_reader(ring, tx).map_err(RunError::Ring)?;
 
@@ -87,10 +102,11 @@ pub async fn run<W: Write>(
     };
     for iface in &args.ifaces {
         let a = programs.attach(iface, args.attach)?;
-        emit(
-            &mut out,
-            &agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new()),
-        )?;
+        let mut event = agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new());
+        if let Event::Agent(e) = &mut event {
+            e.mode = Some(mode);
+        }
+        emit(&mut out, &event)?;
     }
 
     let timeouts = Timeouts {
@@ -99,7 +115,9 @@ pub async fn run<W: Write>(
     };
     let mut tracker = FlowTracker::new(table, timeouts)
         .with_sample_budget(u64::from(args.sample_bytes))
-        .with_policy(policy);
+        .with_policy(policy)
+        .with_kernel_enforcement();
+    let mut next_cgroup_refresh = monotonic_ns();
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_sweep = monotonic_ns();
@@ -111,12 +129,23 @@ pub async fn run<W: Write>(
                 let now = monotonic_ns();
                 tracker.flush_pending(now, &mut pending);
                 tracker.end_closed(now, &mut pending);
-                                if now >= next_sweep {
+                                                if now >= next_sweep {
                     tracker.sweep(now, &mut pending);
                     next_sweep = now.saturating_add(timeouts.sweep_interval_ns());
                 }
+                if policy_file.changed() {
+                    info!("policy file changed: reloading");
+                    reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
+                }
+                if now >= next_cgroup_refresh {
+                    refresh_cgroups(&mut kernel_policy, &compiled);
+                    next_cgroup_refresh = now.saturating_add(CGROUP_REFRESH.as_nanos() as u64);
+                }
             }
-                        _ = sighup.recv() => reload_policy(args, &mut tracker, &mut pending),
+            _ = sighup.recv() => {
+                policy_file.changed();
+                reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
+            }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
         }
@@ -159,8 +188,34 @@ fn handle<T: crate::flows::FlowTable>(
     out: &mut Vec<Event>,
 ) {
     match event {
-        KernelEvent::Notice(n) => tracker.on_notice(&n, monotonic_ns(), out),
+        KernelEvent::Notice(n) => {
+            if blocked(&n) {
+                reset_local_sockets(&n);
+            }
+            tracker.on_notice(&n, monotonic_ns(), out)
+        }
         KernelEvent::Sample(s) => tracker.on_sample(&s, out),
+    }
+}
+
+/// The kernel started dropping this flow.
+fn blocked(n: &sealwatch_common::event::FlowNotice) -> bool {
+    use sealwatch_common::{
+        event::{KIND_DROP, KIND_VERDICT},
+        policy::ACTION_DROP,
+    };
+    n.kind == KIND_DROP || (n.kind == KIND_VERDICT && n.action == ACTION_DROP)
+}
+
+/// A blocked flow's packets are dropped; its local socket is destroyed too so the program
+/// behind it fails at once (the kernel then resets the peer) instead of retransmitting into
+/// the void until a timeout.
+fn reset_local_sockets(n: &sealwatch_common::event::FlowNotice) {
+    match crate::reset::destroy_flow(&n.key) {
+        Ok(count) => debug!(sockets = count, "blocked flow's local sockets destroyed"),
+        Err(e) => {
+            warn!(error = %e, "cannot destroy a blocked flow's sockets; its ends time out instead")
+        }
     }
 }
 
@@ -168,11 +223,14 @@ fn emit<W: Write>(out: &mut Output<W>, event: &Event) -> Result<(), RunError> {
     out.write(event).map_err(RunError::Output)
 }
 
-/// SIGHUP: reads the policy file again. A valid one replaces the old at once, between two
-/// events (no flow is forgotten, nothing is detached); an invalid one is reported and the old
-/// one stays.
+/// SIGHUP or a changed file: reads the policy file again. A valid one replaces the old at once,
+/// in the kernel (one map write, see `PolicyMaps::install`) and here, between two events: no
+/// flow is forgotten, nothing is detached, enforcement never pauses. An invalid one is reported
+/// and the old one stays, in the kernel too.
 fn reload_policy<T: crate::flows::FlowTable>(
     args: &RunArgs,
+    maps: &mut PolicyMaps,
+    compiled: &mut Compiled,
     tracker: &mut FlowTracker<T>,
     out: &mut Vec<Event>,
 ) {
@@ -180,22 +238,85 @@ fn reload_policy<T: crate::flows::FlowTable>(
         info!("SIGHUP without --policy: nothing to reload");
         return;
     };
-    let (state, error) = match crate::policy::load_monitor(path) {
-        Ok(p) => {
+    let loaded = crate::policy::load_policy(path, args.mode).and_then(|p| {
+        let c = install(maps, &p).map_err(|e| e.to_string())?;
+        Ok((p, c))
+    });
+    let (state, mode, error) = match loaded {
+        Ok((p, c)) => {
+            let mode = p.mode().name();
             tracker.set_policy(std::sync::Arc::new(p));
-            info!(policy = %path.display(), "policy reloaded");
-            ("policy_reloaded", None)
+            *compiled = c;
+            info!(policy = %path.display(), mode, "policy reloaded");
+            ("policy_reloaded", Some(mode), None)
         }
         Err(e) => {
             warn!(error = %e, "new policy rejected; the old one stays");
-            ("policy_rejected", Some(e))
+            ("policy_rejected", None, Some(e))
         }
     };
     let mut event = agent_event(state, None, None, BTreeMap::new());
     if let Event::Agent(a) = &mut event {
         a.error = error;
+        a.mode = mode;
     }
     out.push(event);
+}
+
+/// Compiles `policy`, resolves the cgroups its process exclusions name, and installs both.
+fn install(maps: &mut PolicyMaps, policy: &Policy) -> Result<Compiled, PolicyMapError> {
+    let compiled = compile(policy);
+    let resolved = resolve_cgroups(&compiled.by_cgroup);
+    maps.install(&compiled, &resolved)?;
+    Ok(compiled)
+}
+
+/// Processes come and go: the cgroups process exclusions resolve to are looked up again.
+fn refresh_cgroups(maps: &mut PolicyMaps, compiled: &Compiled) {
+    if compiled.by_cgroup.is_empty() {
+        return;
+    }
+    let resolved = resolve_cgroups(&compiled.by_cgroup);
+    if let Err(e) = maps.refresh_processes(&resolved) {
+        warn!(error = %e, "cannot update the cgroups of process exclusions");
+    }
+}
+
+/// Notices when the policy file changes (written in place or replaced), by polling its
+/// metadata: cheap, and it works for every editor and for ConfigMap symlink swaps.
+struct PolicyFile {
+    path: Option<std::path::PathBuf>,
+    stamp: Option<(std::time::SystemTime, u64, u64)>,
+}
+
+impl PolicyFile {
+    fn new(args: &RunArgs) -> PolicyFile {
+        let mut f = PolicyFile {
+            path: args.policy.clone(),
+            stamp: None,
+        };
+        f.stamp = f.read_stamp();
+        f
+    }
+
+    fn read_stamp(&self) -> Option<(std::time::SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.path.as_ref()?).ok()?;
+        Some((m.modified().ok()?, m.len(), m.ino()))
+    }
+
+    /// Whether the file changed since the last call (or since it was loaded).
+    fn changed(&mut self) -> bool {
+        if self.path.is_none() {
+            return false;
+        }
+        let now = self.read_stamp();
+        if now == self.stamp {
+            return false;
+        }
+        self.stamp = now;
+        true
+    }
 }
 
 fn agent_event(
@@ -210,6 +331,7 @@ fn agent_event(
         state,
         interface,
         attach,
+        mode: None,
         counters,
         error: None,
     })

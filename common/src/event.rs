@@ -9,6 +9,9 @@ pub const KIND_VERDICT: u8 = 1;
 pub const KIND_CLOSE: u8 = 2;
 /// [`PayloadSample`].
 pub const KIND_SAMPLE: u8 = 3;
+/// [`FlowNotice`]: enforce mode started dropping a flow after its verdict (a weak ServerHello,
+/// a preamble that did not upgrade).
+pub const KIND_DROP: u8 = 4;
 
 /// Which program saw the packet.
 pub const HOOK_TC_INGRESS: u8 = 1;
@@ -27,7 +30,9 @@ pub struct FlowNotice {
     pub protocol: u8,
     pub encryption: u8,
     pub client_side: u8,
-    pub _pad: [u8; 2],
+    /// `policy::ACTION_*` the kernel took, and the exclusion's index for `ACTION_EXCLUDED`.
+    pub action: u8,
+    pub rule: u8,
     pub ifindex: u32,
     pub _pad2: u32,
     pub ts_ns: u64,

@@ -137,6 +137,16 @@ pub const FLOW_CLOSING: u64 = 1 << 17;
 /// A first-payload packet from side 0 / side 1 has been classified.
 pub const FLOW_CLASSIFIED_SIDE0: u64 = 1 << 18;
 pub const FLOW_CLASSIFIED_SIDE1: u64 = 1 << 19;
+/// Enforce mode forbade the flow: every later packet carrying payload is dropped.
+pub const FLOW_DROP: u64 = 1 << 20;
+/// A TLS flow whose ServerHello the kernel still has to check (minimum version, weak suites).
+pub const FLOW_CHECK_HELLO: u64 = 1 << 21;
+/// An upgradable plaintext protocol (STARTTLS and the like) in enforce mode: its preamble is
+/// let through while the client only negotiates; a TLS ClientHello makes it encrypted.
+pub const FLOW_PREAMBLE: u64 = 1 << 22;
+/// A verdict was recorded and the enforce program is taking the policy's decision on it (the
+/// verdict bit follows, with the decision's bits).
+pub const FLOW_DECIDING: u64 = 1 << 23;
 
 /// `FlowState::client_side` when neither SYN nor ports told which side opened the flow.
 pub const CLIENT_UNKNOWN: u8 = 0xff;
@@ -162,12 +172,15 @@ pub struct FlowState {
     pub encryption: u8,
     /// Side that opened the flow, or [`CLIENT_UNKNOWN`].
     pub client_side: u8,
-    pub _pad: u8,
+    /// What the policy decided on the verdict (`policy::ACTION_*`).
+    pub action: u8,
     /// Payload-carrying packets seen per side (saturating).
     pub payload_packets: [u8; 2],
     /// Payload bytes already sent to user space as samples, per side.
     pub sampled: [u16; 2],
-    pub _pad2: [u8; 2],
+    /// For `ACTION_EXCLUDED`, the index of the exclusion that matched.
+    pub rule: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<FlowState>() == 80);
 

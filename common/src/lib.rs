@@ -8,19 +8,26 @@ pub mod event;
 pub mod flow;
 pub mod net;
 pub mod parse;
+pub mod policy;
 pub mod stats;
 
 #[cfg(feature = "user")]
 mod user;
 
 pub use classify::{
-    Context, Encryption, Protocol, Verdict, classify_payload, classify_services, judge_unnamed,
+    Context, Encryption, Preamble, Protocol, Verdict, classify_payload, classify_services,
+    client_preamble, judge_unnamed,
 };
 
 /// Name of the flow table (LRU hash, [`flow::FlowKey`] -> [`flow::FlowState`]).
 pub const FLOWS_MAP: &str = "FLOWS";
 /// Name of the ring buffer carrying [`event::FlowNotice`] and [`event::PayloadSample`] records.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// Program arrays holding the enforce programs the observers tail-call into: the policy's
+/// decision lives in programs of its own so the verifier walks it apart from the classifier.
+pub const ENFORCE_TC_INGRESS_MAP: &str = "ENFORCE_TC_INGRESS";
+pub const ENFORCE_TC_EGRESS_MAP: &str = "ENFORCE_TC_EGRESS";
+pub const ENFORCE_XDP_MAP: &str = "ENFORCE_XDP";
 /// Name of the per-CPU counter array indexed by [`stats::Stat`].
 pub const STATS_MAP: &str = "STATS";
 

@@ -25,10 +25,19 @@ pub enum Stat {
     LoadBytesFailed,
     /// Packets of a known flow seen on another interface than the one that owns the flow.
     ForeignInterface,
+    /// Payload packets dropped in enforce mode.
+    Dropped,
+    /// Flows enforce mode started dropping.
+    FlowsDropped,
+    /// ServerHellos the kernel could not read (not at the start of the server's first payload,
+    /// cut short): the flow's TLS version and suite are judged in user space only.
+    HelloUnchecked,
+    /// Tail calls into the enforce program that failed (the packet passed undecided).
+    EnforceUnreachable,
 }
 
 /// Number of counters; the size of the per-CPU array.
-pub const STAT_COUNT: u32 = Stat::ForeignInterface as u32 + 1;
+pub const STAT_COUNT: u32 = Stat::EnforceUnreachable as u32 + 1;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -42,6 +51,10 @@ impl Stat {
         Stat::SamplesLost,
         Stat::LoadBytesFailed,
         Stat::ForeignInterface,
+        Stat::Dropped,
+        Stat::FlowsDropped,
+        Stat::HelloUnchecked,
+        Stat::EnforceUnreachable,
     ];
 
     /// Snake-case name used in agent events and metrics.
@@ -57,6 +70,10 @@ impl Stat {
             Stat::SamplesLost => "samples_lost",
             Stat::LoadBytesFailed => "load_bytes_failed",
             Stat::ForeignInterface => "foreign_interface",
+            Stat::Dropped => "dropped",
+            Stat::FlowsDropped => "flows_dropped",
+            Stat::HelloUnchecked => "hello_unchecked",
+            Stat::EnforceUnreachable => "enforce_unreachable",
         }
     }
 }

@@ -7,3 +7,9 @@ use crate::flow::{FlowKey, FlowState};
 unsafe impl aya::Pod for FlowKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for FlowState {}
+// SAFETY: see above (size asserted in `policy.rs`).
+unsafe impl aya::Pod for crate::policy::KernelPolicy {}
+// SAFETY: see above.
+unsafe impl aya::Pod for crate::policy::NetKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for crate::policy::NetValue {}

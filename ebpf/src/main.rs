@@ -8,12 +8,13 @@
 #![allow(internal_features)]
 
 mod atomic;
+mod enforce;
 mod maps;
 mod packet;
 mod track;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action},
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -23,7 +24,8 @@ use sealwatch_common::{
 };
 
 use crate::{
-    maps::count,
+    enforce::Fate,
+    maps::{ENFORCE_TC_EGRESS, ENFORCE_TC_INGRESS, ENFORCE_XDP, count},
     packet::{Packet, Parsed, Skip, parse},
 };
 
@@ -43,8 +45,52 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 
 #[xdp]
 pub fn xdp_ingress(ctx: XdpContext) -> u32 {
-    observe(&ctx, HOOK_XDP_INGRESS);
-    xdp_action::XDP_PASS
+    let mut fate = observe(&ctx, HOOK_XDP_INGRESS);
+    if fate == Fate::Decide {
+        // SAFETY: the array holds the XDP enforce program, of the same type as this one.
+        unsafe { ENFORCE_XDP.tail_call(&ctx, 0) };
+        fate = unreachable_enforcer();
+    }
+    xdp_verdict(fate)
+}
+
+#[classifier]
+pub fn tc_enforce_ingress(ctx: TcContext) -> i32 {
+    tc_verdict(enforce::enforce(&ctx, HOOK_TC_INGRESS))
+}
+
+#[classifier]
+pub fn tc_enforce_egress(ctx: TcContext) -> i32 {
+    tc_verdict(enforce::enforce(&ctx, HOOK_TC_EGRESS))
+}
+
+#[xdp]
+pub fn xdp_enforce(ctx: XdpContext) -> u32 {
+    xdp_verdict(enforce::enforce(&ctx, HOOK_XDP_INGRESS))
+}
+
+#[inline(always)]
+fn xdp_verdict(fate: Fate) -> u32 {
+    match fate {
+        Fate::Drop => xdp_action::XDP_DROP,
+        Fate::Pass | Fate::Decide => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn tc_verdict(fate: Fate) -> i32 {
+    match fate {
+        Fate::Drop => TC_ACT_SHOT,
+        // UNSPEC (TCX_NEXT): let the next program on the hook, e.g. a CNI's, have its say.
+        Fate::Pass | Fate::Decide => TC_ACT_UNSPEC,
+    }
+}
+
+/// A tail call returned: the enforce program is missing. Counted; the packet passes.
+#[inline(always)]
+fn unreachable_enforcer() -> Fate {
+    count(Stat::EnforceUnreachable);
+    Fate::Pass
 }
 
 #[inline(always)]
@@ -53,26 +99,37 @@ fn observe_tc(ctx: &TcContext, hook: u8) -> i32 {
     if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
         count(Stat::Malformed);
     }
-    observe(ctx, hook);
-    // UNSPEC (TCX_NEXT): let the next program on the hook, e.g. a CNI's, have its say.
-    TC_ACT_UNSPEC
+    let mut fate = observe(ctx, hook);
+    if fate == Fate::Decide {
+        let enforcer = if hook == HOOK_TC_EGRESS {
+            &ENFORCE_TC_EGRESS
+        } else {
+            &ENFORCE_TC_INGRESS
+        };
+        // SAFETY: the arrays hold TC enforce programs, of the same type as this one.
+        unsafe { enforcer.tail_call(ctx, 0) };
+        fate = unreachable_enforcer();
+    }
+    tc_verdict(fate)
 }
 
+/// Parses and tracks the packet. Only a flow the policy forbids is dropped: a packet we cannot
+/// parse, or whose tracking failed, passes and is counted (enforcement is about flows we know).
 #[inline(always)]
-fn observe<P: Packet>(pkt: &P, hook: u8) {
+fn observe<P: Packet>(pkt: &P, hook: u8) -> Fate {
     count(Stat::Packets);
     let mut parsed = Parsed::default();
     match parse(pkt, &mut parsed) {
-        Ok(()) => {
-            if let Err(stat) = track::track(pkt, &parsed, hook) {
-                count(stat);
-            }
-        }
+        Ok(()) => match track::track(pkt, &parsed, hook) {
+            Ok(fate) => return fate,
+            Err(stat) => count(stat),
+        },
         Err(Skip::NonIp) => count(Stat::NonIp),
         Err(Skip::Fragment) => count(Stat::Fragments),
         Err(Skip::OtherTransport) => count(Stat::OtherTransport),
         Err(Skip::Malformed) => count(Stat::Malformed),
     }
+    Fate::Pass
 }
 
 #[cfg(not(test))]

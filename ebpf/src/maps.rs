@@ -3,12 +3,16 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
     event::PayloadSample,
     flow::{FlowKey, FlowState},
+    policy::{
+        CgroupRules, KernelPolicy, MAX_EXEMPT_CGROUPS, MAX_NETS, MAX_PORT_ENTRIES, MAX_WEAK_SUITES,
+        NetKey, NetValue,
+    },
     stats::{STAT_COUNT, Stat},
 };
 
@@ -33,6 +37,46 @@ pub static WINDOW: PerCpuArray<[u8; CLASSIFY_WINDOW]> = PerCpuArray::with_max_en
 /// to the ring (`bpf_ringbuf_output`), so a 60-byte packet does not take a 2 KB slot.
 #[map]
 pub static SAMPLE_SCRATCH: PerCpuArray<PayloadSample> = PerCpuArray::with_max_entries(1, 0);
+
+/// The enforce programs, one per observer type and side, tail-called when a packet needs the
+/// policy's decision.
+#[map]
+pub static ENFORCE_TC_INGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static ENFORCE_TC_EGRESS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static ENFORCE_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Two policy slots; [`POLICY_ACTIVE`] says which one is in force. User space writes the other
+/// one and flips, so a reload is atomic for the programs.
+#[map]
+pub static POLICY: Array<KernelPolicy> = Array::with_max_entries(2, 0);
+
+/// The active slot of [`POLICY`] (0 or 1).
+#[map]
+pub static POLICY_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Internal networks and exclusion networks, per slot (see `policy::NetKey`).
+#[map]
+pub static NETS: LpmTrie<NetKey, NetValue> = LpmTrie::with_max_entries(MAX_NETS, 0);
+
+/// Server ports exclusions name, per slot (see `policy::slot_port_key`).
+#[map]
+pub static PORTS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PORT_ENTRIES, 0);
+
+/// Cgroups of the processes and pods that exclusions name, resolved by user space.
+#[map]
+pub static EXEMPT_CGROUPS: HashMap<u64, CgroupRules> =
+    HashMap::with_max_entries(MAX_EXEMPT_CGROUPS, 0);
+
+/// Local ports the processes that exclusions name listen on (see `policy::port_key`).
+#[map]
+pub static EXEMPT_PORTS: HashMap<u32, CgroupRules> =
+    HashMap::with_max_entries(MAX_EXEMPT_CGROUPS, 0);
+
+/// TLS cipher suites the policy forbids (value nonzero).
+#[map]
+pub static WEAK_SUITES: HashMap<u16, u8> = HashMap::with_max_entries(MAX_WEAK_SUITES, 0);
 
 /// Payload bytes to sample per flow direction; set by user space at load time.
 #[unsafe(no_mangle)]

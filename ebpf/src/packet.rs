@@ -4,11 +4,11 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use sealwatch_common::parse::parse_ethernet;
 pub use sealwatch_common::parse::{Parsed, Skip};
+use sealwatch_common::{event::HOOK_TC_EGRESS, parse::parse_ethernet};
 
 /// What the TC and XDP contexts have in common for our purposes (and aya-log's context).
 pub trait Packet: EbpfContext {
@@ -22,6 +22,9 @@ pub trait Packet: EbpfContext {
     /// Copies `len` bytes at `offset` into `dst` with the context's load-bytes helper, which also
     /// reads paged/fragmented data. Returns the helper's result (0 on success).
     fn load_bytes(&self, offset: u32, dst: *mut c_void, len: u32) -> i64;
+    /// The cgroup id (v2) of the local socket this packet leaves, 0 when unknown (forwarded
+    /// traffic, ingress, or a hook that cannot tell).
+    fn socket_cgroup(&self, p: &Parsed, hook: u8) -> u64;
 }
 
 impl Packet for TcContext {
@@ -53,6 +56,17 @@ impl Packet for TcContext {
         // SAFETY: `dst` points at `len` writable bytes (checked by the verifier).
         unsafe { bpf_skb_load_bytes(self.skb.skb as *const c_void, offset, dst, len) }
     }
+    #[inline(always)]
+    fn socket_cgroup(&self, p: &Parsed, hook: u8) -> u64 {
+        if hook == HOOK_TC_EGRESS {
+            // SAFETY: the context pointer is valid; the helper returns 0 without a socket.
+            return unsafe { bpf_skb_cgroup_id(self.skb.skb) };
+        }
+        // Ingress runs before the stack has found the socket, and no TC helper reads the
+        // cgroup of a socket found by lookup: ingress matches by local port instead.
+        let _ = p;
+        0
+    }
 }
 
 impl Packet for XdpContext {
@@ -81,6 +95,11 @@ impl Packet for XdpContext {
     fn load_bytes(&self, offset: u32, dst: *mut c_void, len: u32) -> i64 {
         // SAFETY: `dst` points at `len` writable bytes (checked by the verifier).
         unsafe { bpf_xdp_load_bytes(self.ctx, offset, dst, len) }
+    }
+    #[inline(always)]
+    fn socket_cgroup(&self, _p: &Parsed, _hook: u8) -> u64 {
+        // XDP programs have no helper that reads a socket's cgroup.
+        0
     }
 }
 

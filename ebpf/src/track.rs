@@ -10,16 +10,18 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use sealwatch_common::{
     CLASSIFY_WINDOW, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
-    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, SAMPLE_HEADER_LEN},
+    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, SAMPLE_HEADER_LEN},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
-        client_side, conclude, payload_step, tcp_flag_bits,
+        FLOW_CHECK_HELLO, FLOW_CLOSING, FLOW_DECIDING, FLOW_DROP, FLOW_PREAMBLE, FLOW_VERDICT,
+        FlowState, PayloadStep, classified_bits, classify_context, client_side, conclude,
+        payload_step, tcp_flag_bits,
     },
     stats::Stat,
 };
 
 use crate::{
     atomic::{add_u64, fetch_or_u64, load_u64},
+    enforce::Fate,
     maps::{EVENTS, FLOWS, SAMPLE_BYTES, SAMPLE_SCRATCH, WINDOW, count},
     packet::{Packet, Parsed},
 };
@@ -32,7 +34,7 @@ pub struct Seen {
 }
 
 #[inline(never)]
-pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
+pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
@@ -55,17 +57,38 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<(), Stat> {
     state.last_ns = seen.now;
 
     let flags = record_tcp_flags(state, p, &seen)?;
+    // Packets without payload (handshakes, ACKs, FIN and RST) always pass: they carry no data,
+    // and a blocked flow's RST must reach its ends so they fail fast.
     if p.payload_len == 0 {
-        return Ok(());
+        return Ok(Fate::Pass);
     }
-    if flags & FLOW_VERDICT == 0 {
-        classify(pkt, state, p, &seen, flags)?;
+    if flags & FLOW_DROP != 0 {
+        count(Stat::Dropped);
+        return Ok(Fate::Drop);
     }
-    // Checked here so established flows do not pay for a call.
+    let fate = if flags & FLOW_VERDICT == 0 {
+        if classify(pkt, state, p, &seen, flags)? {
+            Fate::Decide
+        } else {
+            Fate::Pass
+        }
+    } else if flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) != 0 {
+        Fate::Decide
+    } else {
+        Fate::Pass
+    };
+    if fate == Fate::Drop {
+        count(Stat::Dropped);
+    }
+    // Checked here so established flows do not pay for a call. The packet that revealed a
+    // forbidden flow is sampled too: user space names what it was, nothing reaches the peer.
     if u32::from(state.sampled[side]) < sample_limit() {
-        sample(pkt, state, p, &seen)?;
+        // A lost sample must not lose the packet's fate: counted, not returned.
+        if let Err(stat) = sample(pkt, state, p, &seen) {
+            count(stat);
+        }
     }
-    Ok(())
+    Ok(fate)
 }
 
 #[inline(always)]
@@ -119,20 +142,20 @@ fn classify<P: Packet>(
     p: &Parsed,
     seen: &Seen,
     flags: u64,
-) -> Result<(), Stat> {
+) -> Result<bool, Stat> {
     let side = usize::from(p.side & 1);
     let sent = state.payload_packets[side].saturating_add(1);
     state.payload_packets[side] = sent;
     match payload_step(flags, p.side, sent) {
-        PayloadStep::Wait => return Ok(()),
-        PayloadStep::GiveUp => return set_verdict(state, p, seen, Verdict::UNKNOWN),
+        PayloadStep::Wait => return Ok(false),
+        PayloadStep::GiveUp => return Ok(set_verdict(state, seen, Verdict::UNKNOWN)),
         PayloadStep::Classify => {}
     }
     // Exactly one CPU classifies each side: whoever flips the bit.
     let (mine, theirs) = classified_bits(p.side);
     let before = fetch_or_u64(&mut state.flags, mine);
     if before & mine != 0 {
-        return Ok(());
+        return Ok(false);
     }
     let window = WINDOW.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
     // The window is reused, and the classifier reads all of it: zero it in place (a stack
@@ -160,25 +183,25 @@ fn classify<P: Packet>(
         verdict.protocol as u8
     );
     match conclude(verdict, before & theirs != 0) {
-        Some(v) => set_verdict(state, p, seen, v),
-        None => Ok(()),
+        Some(v) => Ok(set_verdict(state, seen, v)),
+        None => Ok(false),
     }
 }
 
+/// Records the verdict; true when this call reached it, so the enforce program must settle it.
 #[inline(always)]
-fn set_verdict(state: &mut FlowState, p: &Parsed, seen: &Seen, v: Verdict) -> Result<(), Stat> {
+fn set_verdict(state: &mut FlowState, seen: &Seen, v: Verdict) -> bool {
+    if fetch_or_u64(&mut state.flags, FLOW_DECIDING) & (FLOW_DECIDING | FLOW_VERDICT) != 0 {
+        return false;
+    }
     state.protocol = v.protocol as u8;
     state.encryption = v.encryption as u8;
     state.verdict_ns = seen.now;
-    let before = fetch_or_u64(&mut state.flags, FLOW_VERDICT);
-    if before & FLOW_VERDICT == 0 {
-        notify(KIND_VERDICT, state, p, seen)?;
-    }
-    Ok(())
+    true
 }
 
 #[inline(never)]
-fn notify(kind: u8, state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
+pub fn notify(kind: u8, state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
     let Some(mut entry) = EVENTS.reserve::<FlowNotice>(0) else {
         return Err(Stat::NoticesLost);
     };
@@ -192,7 +215,8 @@ fn notify(kind: u8, state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), St
         (*rec).protocol = state.protocol;
         (*rec).encryption = state.encryption;
         (*rec).client_side = state.client_side;
-        (*rec)._pad = [0; 2];
+        (*rec).action = state.action;
+        (*rec).rule = state.rule;
         (*rec).ifindex = seen.ifindex;
         (*rec)._pad2 = 0;
         (*rec).ts_ns = seen.now;

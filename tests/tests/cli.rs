@@ -115,7 +115,7 @@ fn policy_check_accepts_the_contract_example_and_names_the_first_error() {
 }
 
 #[test]
-fn analyze_applies_the_policy_and_refuses_enforce_mode_for_now() {
+fn analyze_applies_the_policy_and_says_what_enforce_mode_would_drop() {
     let capture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/corpus/pcaps/http-crash-content-disposition.pcap");
     let capture = capture.to_string_lossy();
@@ -152,10 +152,23 @@ fn analyze_applies_the_policy_and_refuses_enforce_mode_for_now() {
         "0.0.0.0/0 is all internal"
     );
 
-    let enforce = policy_file("enforce", "mode: enforce\n");
-    let out = sealwatch(&["analyze", "--policy", &enforce.to_string_lossy(), &capture]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("enforce mode is not available yet"));
+    // Offline, an enforce-mode policy says which flows enforce mode would drop.
+    let enforce = policy_file("enforce", "mode: enforce\ninternal_cidrs: [0.0.0.0/0]\n");
+    let out = sealwatch(&[
+        "analyze",
+        "--output",
+        "json",
+        "--policy",
+        &enforce.to_string_lossy(),
+        &capture,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let flow: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["event"] == "flow")
+        .expect("a flow event");
+    assert_eq!(flow["sealwatch.action"], "drop", "{flow}");
     for p in [excluded, enforce] {
         let _ = std::fs::remove_file(p);
     }

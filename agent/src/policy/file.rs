@@ -20,12 +20,21 @@ pub enum PolicyError {
     Invalid { file: String, message: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
     Monitor,
     Enforce,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        }
+    }
 }
 
 /// What to do with a class of flows.
@@ -45,17 +54,27 @@ pub struct PolicyFile {
     /// East-west means both ends inside these; other flows are north-south.
     #[serde(default = "default_internal")]
     pub internal_cidrs: Vec<Cidr>,
+    /// Enforce mode drops forbidden north-south flows too (by default only east-west ones;
+    /// the others are alerted).
+    #[serde(default)]
+    pub enforce_north_south: bool,
     #[serde(default)]
     pub require: Require,
     #[serde(default)]
     pub exclusions: Vec<Exclusion>,
 }
 
+/// Exclusions a file may hold: the kernel checks at most
+/// [`sealwatch_common::policy::MAX_RULES`], built-in ones included.
+pub const MAX_FILE_EXCLUSIONS: usize =
+    sealwatch_common::policy::MAX_RULES - super::BUILTIN_EXCLUSIONS;
+
 impl Default for PolicyFile {
     fn default() -> PolicyFile {
         PolicyFile {
             mode: Mode::Monitor,
             internal_cidrs: default_internal(),
+            enforce_north_south: false,
             require: Require::default(),
             exclusions: Vec::new(),
         }
@@ -406,6 +425,19 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, PolicyError> {
                 " exclusions[{i}]: selects nothing (give cidr, port, transport, protocol, process, namespace, pod or labels)"
             )));
         }
+    }
+    if policy.exclusions.len() > MAX_FILE_EXCLUSIONS {
+        return Err(invalid(format!(
+            " exclusions: {} entries, at most {MAX_FILE_EXCLUSIONS} fit beside the built-in ones (merge ports into ranges, networks into CIDRs)",
+            policy.exclusions.len()
+        )));
+    }
+    if policy.internal_cidrs.len() > sealwatch_common::policy::MAX_INTERNAL {
+        return Err(invalid(format!(
+            " internal_cidrs: {} networks, at most {}",
+            policy.internal_cidrs.len(),
+            sealwatch_common::policy::MAX_INTERNAL
+        )));
     }
     if policy.internal_cidrs.is_empty() {
         return Err(invalid(

@@ -1,12 +1,14 @@
 //! What to do with a verdict: the policy file (`file`), the built-in exclusions users would
 //! otherwise trip on, and the decision for each flow.
 //!
-//! Monitor mode only for now: nothing is dropped. Plaintext flows and weak encryption are
-//! alerted; unknown and fully encrypted flows follow `require.unknown` and
-//! `require.fully_encrypted`; excluded flows are reported with action `excluded` and the
-//! exclusion that matched.
+//! Plaintext flows and weak encryption are forbidden; unknown and fully encrypted flows follow
+//! `require.unknown` and `require.fully_encrypted`. What is forbidden is dropped in enforce mode
+//! (east-west flows, and north-south ones when `enforce_north_south` says so) and alerted
+//! otherwise; excluded flows are reported with action `excluded` and the exclusion that matched.
+//! The kernel takes the same decision on the packet that reveals a verdict (see `kernel`).
 
 pub mod file;
+pub mod kernel;
 pub mod suggest;
 
 use std::net::IpAddr;
@@ -20,6 +22,8 @@ pub use file::{PolicyError, PolicyFile, load, parse};
 pub enum Action {
     Allow,
     Alert,
+    /// Enforce mode: the flow is forbidden and blocked.
+    Drop,
     /// An exclusion applies: reported, never alerted.
     Excluded,
 }
@@ -29,6 +33,7 @@ impl Action {
         match self {
             Action::Allow => "allow",
             Action::Alert => "alert",
+            Action::Drop => "drop",
             Action::Excluded => "excluded",
         }
     }
@@ -61,18 +66,15 @@ pub struct Decision {
     pub below_min_tls: Option<String>,
 }
 
-/// Loads a policy file for the monitor-mode agent: a bad file, or one asking for enforce mode
-/// (not available yet), is an error with a one-line reason.
-pub fn load_monitor(path: &std::path::Path) -> Result<Policy, String> {
+/// Loads a policy file; `mode` (the command line's `--mode`) overrides the file's. A bad file is
+/// an error with a one-line reason naming the line and field.
+pub fn load_policy(path: &std::path::Path, mode: Option<Mode>) -> Result<Policy, String> {
     let file = load(path).map_err(|e| e.to_string())?;
-    if file.mode == Mode::Enforce {
-        return Err(format!(
-            "{}: enforce mode is not available yet; use `mode: monitor`",
-            path.display()
-        ));
-    }
-    Ok(Policy::new(file))
+    Ok(Policy::new(file).with_mode(mode))
 }
+
+/// Number of built-in exclusions (they come first, before the file's).
+pub const BUILTIN_EXCLUSIONS: usize = 10;
 
 /// A policy file plus the built-in exclusions.
 #[derive(Debug, Clone)]
@@ -99,6 +101,25 @@ impl Policy {
         self.file.mode
     }
 
+    /// The mode the command line asked for, if any, instead of the file's.
+    pub fn with_mode(mut self, mode: Option<Mode>) -> Policy {
+        if let Some(mode) = mode {
+            self.file.mode = mode;
+        }
+        self
+    }
+
+    /// Built-in exclusions, then the file's, in the order they are tried (and indexed in the
+    /// kernel).
+    pub fn exclusions(&self) -> impl Iterator<Item = &Exclusion> {
+        self.builtin.iter().chain(&self.file.exclusions)
+    }
+
+    /// How events name exclusion number `index` (see [`Policy::exclusions`]).
+    pub fn exclusion_name(&self, index: usize) -> Option<String> {
+        self.exclusions().nth(index).map(describe)
+    }
+
     pub fn decide(&self, f: &Facts<'_>) -> Decision {
         let inside = |ip: IpAddr| self.file.internal_cidrs.iter().any(|c| c.contains(ip));
         let east_west = inside(f.client) && inside(f.server);
@@ -117,15 +138,18 @@ impl Policy {
             Action::Excluded
         } else {
             let treatment = match f.encryption {
-                Encryption::Plaintext => Treatment::Alert,
+                Encryption::Plaintext => Treatment::Drop,
                 Encryption::Unknown => self.file.require.unknown,
                 Encryption::Encrypted if f.fully_encrypted => self.file.require.fully_encrypted,
-                Encryption::Encrypted if f.weak || below_min_tls.is_some() => Treatment::Alert,
+                Encryption::Encrypted if f.weak || below_min_tls.is_some() => Treatment::Drop,
                 Encryption::Encrypted => Treatment::Allow,
             };
+            let enforced =
+                self.file.mode == Mode::Enforce && (east_west || self.file.enforce_north_south);
             match treatment {
                 Treatment::Allow => Action::Allow,
-                // Monitor mode: what enforce mode would drop is alerted.
+                Treatment::Drop if enforced => Action::Drop,
+                // Monitor mode (or a north-south flow): what enforce mode would drop is alerted.
                 Treatment::Alert | Treatment::Drop => Action::Alert,
             }
         };
@@ -142,9 +166,10 @@ impl Policy {
         let f = &self.file;
         let cidrs: Vec<String> = f.internal_cidrs.iter().map(cidr).collect();
         let mut s = format!(
-            "mode: {:?}\ninternal_cidrs (east-west when both ends inside): {}\nrequire: min_tls_version {}, unknown {:?}, fully_encrypted {:?}\nexclusions (first match wins):\n",
+                        "mode: {:?}\ninternal_cidrs (east-west when both ends inside): {}\nenforced: {}\nrequire: min_tls_version {}, unknown {:?}, fully_encrypted {:?}\nexclusions (first match wins):\n",
             f.mode,
             cidrs.join(", "),
+            if f.enforce_north_south { "every flow" } else { "east-west flows only (north-south ones are alerted)" },
             f.require.min_tls_version.name(),
             f.require.unknown,
             f.require.fully_encrypted
@@ -160,7 +185,7 @@ impl Policy {
             x.process.is_some() || x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty()
         }) {
             s.push_str(
-                "note: process and pod fields match once flows carry process and pod attribution\n",
+                                "note: process exclusions match by cgroup: every process sharing a cgroup (a systemd service, a container) with the named one is excluded too; pod fields match once flows carry pod attribution\n",
             );
         }
         s
@@ -409,6 +434,6 @@ mod tests {
             Encryption::Unknown,
         ));
         assert_eq!(unknown.action, Action::Allow);
-        assert!(p.explain().contains("process and pod fields match once"));
+        assert!(p.explain().contains("process exclusions match by cgroup"));
     }
 }

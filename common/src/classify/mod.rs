@@ -31,6 +31,8 @@ mod ike;
 mod ipsec;
 
 mod ntp;
+mod preamble;
+pub use preamble::{Preamble, client_preamble};
 
 mod quic;
 mod randomness;

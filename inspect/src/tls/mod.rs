@@ -23,7 +23,7 @@ mod record;
 mod registry;
 mod wire;
 
-pub use registry::{WEAK_REASONS, cipher_name, group_name, is_pq_group};
+pub use registry::{WEAK_REASONS, cipher_name, group_name, is_pq_group, weak_suites};
 
 use hello::{
     ClientHello, HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_SERVER_HELLO_DONE, HS_SERVER_KEY_EXCHANGE,

@@ -115,6 +115,19 @@ pub const WEAK_REASONS: [&str; 11] = [
     "md5",
 ];
 
+/// Every cipher suite a server could negotiate that has at least one weakness: what enforce
+/// mode hands the kernel to check ServerHellos against.
+pub fn weak_suites() -> Vec<u16> {
+    let mut reasons = Vec::new();
+    (0..=u16::MAX)
+        .filter(|&id| {
+            reasons.clear();
+            cipher_weaknesses(id, &mut reasons);
+            !reasons.is_empty()
+        })
+        .collect()
+}
+
 /// Appends the weaknesses of a negotiated cipher suite to `out`.
 pub(crate) fn cipher_weaknesses(id: u16, out: &mut Vec<&'static str>) {
     let Some(suite) = TlsCipherSuite::from_id(id) else {
@@ -177,6 +190,21 @@ mod tests {
         for g in [0x001d, 0x0017, 0x0100, 0x0203] {
             assert!(!is_pq_group(g), "{g:#06x}");
         }
+    }
+
+    #[test]
+    fn the_weak_suite_list_has_the_old_ones_and_no_modern_one() {
+        let all = super::weak_suites();
+        for old in [0x0001, 0x0004, 0x000a, 0x0005, 0xc011] {
+            assert!(all.contains(&old), "{old:#06x}");
+        }
+        for modern in [
+            0x1301, 0x1302, 0x1303, 0xc02f, 0xc030, 0xcca8, 0x00ff, 0x5600,
+        ] {
+            assert!(!all.contains(&modern), "{modern:#06x}");
+        }
+        // The kernel map holds 1024 (sealwatch_common::policy::MAX_WEAK_SUITES).
+        assert!(all.len() < 1024, "{}", all.len());
     }
 
     #[test]

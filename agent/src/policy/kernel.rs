@@ -1,0 +1,422 @@
+//! The policy as the kernel programs take it: [`compile`] turns a [`Policy`] into the
+//! [`KernelPolicy`] map value, and [`resolve_cgroups`] finds the cgroups of the processes that
+//! exclusions name, so the kernel decides those exclusions itself on the revealing packet.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use sealwatch_common::{
+    net::{FAMILY_IPV4, FAMILY_IPV6},
+    policy::{
+        KernelPolicy, MAX_PORT_ENTRIES, MAX_PROTOCOLS, MAX_RULES, NET_KEY_HEADER_BITS, NetKey,
+        NetValue, TREAT_ALERT, TREAT_ALLOW, TREAT_DROP,
+    },
+};
+
+use super::{
+    Policy,
+    file::{Cidr, Mode, Transport, Treatment},
+};
+
+/// A policy ready for the kernel: the scalar part, the network and port map entries (without
+/// their slot, which `PolicyMaps::install` adds), and the exclusions the kernel matches by
+/// cgroup (their index, and the process they name; pod exclusions have no process and match
+/// nothing until flows carry pod attribution).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub kernel: KernelPolicy,
+    /// Prefix length (slot and family bytes included), key, value.
+    pub nets: Vec<(u32, NetKey, NetValue)>,
+    /// Server port and the rules naming it.
+    pub ports: Vec<(u16, u64)>,
+    pub by_cgroup: Vec<(usize, Option<String>)>,
+}
+
+/// Server ports a policy may name in all (ranges count port by port): one slot's share of the
+/// kernel's port map.
+pub const MAX_POLICY_PORTS: usize = (MAX_PORT_ENTRIES / 2) as usize;
+
+/// Compiles `policy` (its mode already decided). The file parser keeps exclusions, networks and
+/// ports within what the kernel holds; anything beyond is cut, which `parse` never lets by.
+pub fn compile(policy: &Policy) -> Compiled {
+    let f = &policy.file;
+    let mut k = KernelPolicy {
+        enforce: u8::from(f.mode == Mode::Enforce),
+        north_south: u8::from(f.enforce_north_south),
+        unknown: match f.require.unknown {
+            Treatment::Allow => TREAT_ALLOW,
+            Treatment::Alert => TREAT_ALERT,
+            Treatment::Drop => TREAT_DROP,
+        },
+        min_tls_minor: f.require.min_tls_version.0,
+        weak_suites: u8::from(f.mode == Mode::Enforce),
+        ..KernelPolicy::default()
+    };
+    // Every network either list names, with what it says: inside, or the rule bits.
+    let mut named: Vec<(Cidr, bool, u64)> =
+        f.internal_cidrs.iter().map(|c| (*c, true, 0)).collect();
+    let mut ports: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut by_cgroup = Vec::new();
+    for (i, x) in policy.exclusions().take(MAX_RULES).enumerate() {
+        let bit = 1u64 << i;
+        match x.cidr {
+            Some(c) => named.push((c, false, bit)),
+            None => k.any_net |= bit,
+        }
+        match x.port {
+            Some(p) => {
+                for port in p.first..=p.last {
+                    *ports.entry(port).or_insert(0) |= bit;
+                }
+            }
+            None => k.any_port |= bit,
+        }
+        for (t, rules) in k.transport_rules.iter_mut().enumerate() {
+            if x.transport
+                .is_none_or(|want| usize::from(transport_number(want)) == t)
+            {
+                *rules |= bit;
+            }
+        }
+        for (p, rules) in k.protocol_rules.iter_mut().enumerate() {
+            if x.protocol.is_none_or(|want| want.0 as usize == p) {
+                *rules |= bit;
+            }
+        }
+        let by_process_or_pod =
+            x.process.is_some() || x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty();
+        if by_process_or_pod {
+            by_cgroup.push((i, x.process.as_ref().map(|p| p.0.clone())));
+        } else {
+            k.not_by_cgroup |= bit;
+        }
+    }
+    k.by_cgroup = u8::from(!by_cgroup.is_empty());
+    debug_assert!(MAX_PROTOCOLS >= sealwatch_common::Protocol::ALL.len());
+    Compiled {
+        kernel: k,
+        nets: fold_nets(&named),
+        ports: ports.into_iter().take(MAX_POLICY_PORTS).collect(),
+        by_cgroup,
+    }
+}
+
+/// One trie entry per distinct network, each carrying what every network enclosing it says:
+/// the longest match for an address then tells all there is about it.
+fn fold_nets(named: &[(Cidr, bool, u64)]) -> Vec<(u32, NetKey, NetValue)> {
+    let mut out: Vec<(u32, NetKey, NetValue)> = Vec::new();
+    for (cidr, _, _) in named {
+        let c = masked(cidr);
+        if out.iter().any(|(_, k, _)| same(k, &c)) {
+            continue;
+        }
+        let mut value = NetValue::default();
+        for (outer, internal, rules) in named {
+            if encloses(outer, cidr) {
+                value.internal |= u8::from(*internal);
+                value.rules |= rules;
+            }
+        }
+        out.push((NET_KEY_HEADER_BITS + u32::from(cidr.prefix), c, value));
+    }
+    out
+}
+
+fn same(a: &NetKey, b: &NetKey) -> bool {
+    a.family == b.family && a.addr == b.addr && a.slot == b.slot
+}
+
+/// Whether `outer` holds every address of `inner`.
+fn encloses(outer: &Cidr, inner: &Cidr) -> bool {
+    outer.addr.is_ipv4() == inner.addr.is_ipv4()
+        && outer.prefix <= inner.prefix
+        && outer.contains(inner.addr)
+}
+
+/// A CIDR's key data: family and the address with the host bits cleared (slot 0).
+fn masked(c: &Cidr) -> NetKey {
+    let (family, octets): (u8, Vec<u8>) = match c.addr {
+        IpAddr::V4(a) => (FAMILY_IPV4, a.octets().to_vec()),
+        IpAddr::V6(a) => (FAMILY_IPV6, a.octets().to_vec()),
+    };
+    let mut key = NetKey {
+        slot: 0,
+        family,
+        addr: [0; 16],
+    };
+    for (i, b) in octets.iter().enumerate() {
+        let bit0 = 8 * i as u32;
+        let keep = u32::from(c.prefix).saturating_sub(bit0).min(8);
+        let mask = (0xff00u16 >> keep) as u8;
+        key.addr[i] = b & mask;
+    }
+    key
+}
+
+fn transport_number(t: Transport) -> u8 {
+    use sealwatch_common::net::*;
+    match t {
+        Transport::Tcp => IPPROTO_TCP,
+        Transport::Udp => IPPROTO_UDP,
+        Transport::Esp => IPPROTO_ESP,
+        Transport::Ah => IPPROTO_AH,
+        Transport::Icmp => IPPROTO_ICMP,
+        Transport::Icmpv6 => IPPROTO_ICMPV6,
+        Transport::Igmp => IPPROTO_IGMP,
+    }
+}
+
+/// Where the processes that exclusions name live: their cgroups (v2 ids), which the kernel
+/// checks for departing packets, and the local ports they listen on, which it checks for
+/// arriving ones (no socket is known yet at ingress). Each maps to the bitmask of exclusions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub cgroups: BTreeMap<u64, u64>,
+    /// Keyed by `policy::port_key(transport, port)`.
+    pub ports: BTreeMap<u32, u64>,
+}
+
+/// Finds the processes `by_cgroup` names. Processes are matched by executable name (`comm` or
+/// the file name of `exe`) or, when the exclusion gives a path, by the path of `exe`.
+pub fn resolve_cgroups(by_cgroup: &[(usize, Option<String>)]) -> Resolved {
+    let mut out = Resolved::default();
+    let wanted: Vec<(usize, &str)> = by_cgroup
+        .iter()
+        .filter_map(|(i, p)| p.as_deref().map(|p| (*i, p)))
+        .collect();
+    if wanted.is_empty() {
+        return out;
+    }
+    let root = cgroup2_root();
+    if root.is_none() {
+        tracing::warn!(
+            "no cgroup v2 hierarchy mounted: process exclusions match arriving traffic only"
+        );
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut sockets: BTreeMap<u64, u64> = BTreeMap::new();
+    for entry in dir.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let proc_dir = Path::new("/proc").join(pid);
+        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+        let exe = std::fs::read_link(proc_dir.join("exe")).ok();
+        let mut bits = 0u64;
+        for &(i, name) in &wanted {
+            if process_matches(name, comm.trim_end(), exe.as_deref()) {
+                bits |= 1 << (i % 64);
+            }
+        }
+        if bits == 0 {
+            continue;
+        }
+        if let Some(id) = root.as_deref().and_then(|r| process_cgroup(&proc_dir, r)) {
+            *out.cgroups.entry(id).or_insert(0) |= bits;
+        }
+        for inode in socket_inodes(&proc_dir) {
+            *sockets.entry(inode).or_insert(0) |= bits;
+        }
+    }
+    if !sockets.is_empty() {
+        out.ports = listening_ports(&sockets);
+    }
+    out
+}
+
+/// Inodes of the sockets a process holds open.
+fn socket_inodes(proc_dir: &Path) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Local ports of listening TCP and bound UDP sockets among `sockets` (inode -> rule bits), from
+/// this network namespace's socket tables.
+fn listening_ports(sockets: &BTreeMap<u64, u64>) -> BTreeMap<u32, u64> {
+    use sealwatch_common::{
+        net::{IPPROTO_TCP, IPPROTO_UDP},
+        policy::port_key,
+    };
+    // TCP_LISTEN, and UDP's TCP_CLOSE (7): bound, not connected.
+    let tables = [
+        ("/proc/net/tcp", IPPROTO_TCP, "0A"),
+        ("/proc/net/tcp6", IPPROTO_TCP, "0A"),
+        ("/proc/net/udp", IPPROTO_UDP, "07"),
+        ("/proc/net/udp6", IPPROTO_UDP, "07"),
+    ];
+    let mut out = BTreeMap::new();
+    for (table, transport, listening) in tables {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let Some(bits) = inode.parse::<u64>().ok().and_then(|i| sockets.get(&i)) else {
+                continue;
+            };
+            if *state != listening {
+                continue;
+            }
+            let Some(port) = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            *out.entry(port_key(transport, port)).or_insert(0) |= bits;
+        }
+    }
+    out
+}
+
+fn process_matches(wanted: &str, comm: &str, exe: Option<&Path>) -> bool {
+    if wanted.contains('/') {
+        return exe.is_some_and(|e| e == Path::new(wanted));
+    }
+    // `comm` is cut at 15 bytes; the executable's file name is whole.
+    comm == wanted
+        || exe
+            .and_then(|e| e.file_name())
+            .is_some_and(|n| n.to_string_lossy().trim_end_matches(" (deleted)") == wanted)
+}
+
+/// The cgroup v2 id of a process: the inode of its cgroup directory.
+fn process_cgroup(proc_dir: &Path, root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_dir.join("cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = root.join(path.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on pure v2 hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{BUILTIN_EXCLUSIONS, file::parse};
+
+    #[test]
+    fn networks_are_masked_and_carry_what_encloses_them() {
+        let k = masked(&"10.1.2.3/16".parse().expect("cidr"));
+        assert_eq!((k.family, &k.addr[..4]), (FAMILY_IPV4, &[10, 1, 0, 0][..]));
+        let k = masked(&"fd00::1/12".parse().expect("cidr"));
+        assert_eq!(&k.addr[..3], &[0xfd, 0x00, 0x00]);
+        let c = |s: &str| s.parse::<Cidr>().expect("cidr");
+        let nets = fold_nets(&[
+            (c("10.0.0.0/8"), true, 0),
+            (c("10.9.0.0/16"), false, 0b10),
+            (c("0.0.0.0/0"), false, 0b100),
+        ]);
+        let inner = nets
+            .iter()
+            .find(|(len, _, _)| *len == NET_KEY_HEADER_BITS + 16)
+            .expect("the /16");
+        assert_eq!((inner.2.internal, inner.2.rules), (1, 0b110));
+        let all = nets
+            .iter()
+            .find(|(len, _, _)| *len == NET_KEY_HEADER_BITS)
+            .expect("the /0");
+        assert_eq!((all.2.internal, all.2.rules), (0, 0b100));
+    }
+
+    #[test]
+    fn rules_keep_the_order_of_the_user_space_policy() {
+        let file = parse(
+            "p.yaml",
+            "mode: enforce\nrequire: {unknown: drop, min_tls_version: \"1.3\"}\nexclusions:\n  - {port: 8000-8099, transport: tcp}\n  - {process: redis-server, reason: legacy cache}\n  - {protocol: dns}\n",
+        )
+        .expect("valid");
+        let policy = Policy::new(file);
+        let c = compile(&policy);
+        let k = &c.kernel;
+        assert_eq!((k.enforce, k.unknown, k.min_tls_minor), (1, TREAT_DROP, 3));
+        let ports = 1u64 << BUILTIN_EXCLUSIONS;
+        assert_eq!(
+            c.ports.len(),
+            100 + 4,
+            "8000-8099 and the built-in DHCP ports"
+        );
+        assert!(c.ports.contains(&(8042, ports)));
+        assert_eq!(k.any_port & ports, 0);
+        assert_eq!(k.transport_rules[6] & ports, ports);
+        assert_eq!(k.transport_rules[17] & ports, 0);
+        let process = 1u64 << (BUILTIN_EXCLUSIONS + 1);
+        assert_eq!(
+            c.by_cgroup,
+            vec![(BUILTIN_EXCLUSIONS + 1, Some("redis-server".to_owned()))]
+        );
+        assert_eq!((k.by_cgroup, k.not_by_cgroup & process), (1, 0));
+        let dns = 1u64 << (BUILTIN_EXCLUSIONS + 2);
+        assert_eq!(
+            k.protocol_rules[sealwatch_common::Protocol::Dns as usize] & dns,
+            dns
+        );
+        assert_eq!(
+            k.protocol_rules[sealwatch_common::Protocol::Http as usize] & dns,
+            0
+        );
+        assert_eq!(
+            policy.exclusion_name(BUILTIN_EXCLUSIONS + 1).as_deref(),
+            Some("legacy cache (process redis-server)")
+        );
+    }
+
+    #[test]
+    fn this_process_is_found_in_its_cgroup() {
+        let Some(root) = cgroup2_root() else {
+            panic!("tests need a cgroup v2 hierarchy");
+        };
+        let own = process_cgroup(Path::new("/proc/self"), &root).expect("own cgroup");
+        let exe = std::env::current_exe().expect("exe");
+        let name = exe
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let found = resolve_cgroups(&[(3, Some(name))]);
+        assert_eq!(found.cgroups.get(&own), Some(&(1 << 3)));
+        assert_eq!(
+            found
+                .ports
+                .get(&sealwatch_common::policy::port_key(6, port)),
+            Some(&(1 << 3)),
+            "the listening port of the named process"
+        );
+        assert_eq!(
+            resolve_cgroups(&[(3, Some("no-such-process-name".into()))]),
+            Resolved::default()
+        );
+    }
+}
