@@ -228,36 +228,15 @@ impl Programs {
     }
 
     pub fn take_flows(&mut self) -> Result<HashMap<MapData, FlowKey, FlowState>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map(FLOWS_MAP)
-            .ok_or(LoadError::MissingMap(FLOWS_MAP))?;
-        HashMap::try_from(map).map_err(|source| LoadError::Map {
-            name: FLOWS_MAP,
-            source,
-        })
+        take(&mut self.ebpf, FLOWS_MAP, HashMap::try_from)
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map(EVENTS_MAP)
-            .ok_or(LoadError::MissingMap(EVENTS_MAP))?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map {
-            name: EVENTS_MAP,
-            source,
-        })
+        take(&mut self.ebpf, EVENTS_MAP, RingBuf::try_from)
     }
 
     pub fn take_stats(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map(STATS_MAP)
-            .ok_or(LoadError::MissingMap(STATS_MAP))?;
-        PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
-            name: STATS_MAP,
-            source,
-        })
+        take(&mut self.ebpf, STATS_MAP, PerCpuArray::try_from)
     }
 
     pub fn take_policy(&mut self) -> Result<PolicyMaps, LoadError> {

@@ -25,7 +25,7 @@ use crate::{
     output::Output,
     policy::{
         Policy,
-        kernel::{Compiled, compile, resolve_cgroups},
+        kernel::{Compiled, compile, resolve_processes},
     },
     programs::{
         AttachError, LoadError, LoadOptions, PolicyMapError, PolicyMaps, Programs, ifindex,
@@ -266,7 +266,7 @@ fn reload_policy<T: crate::flows::FlowTable>(
 /// Compiles `policy`, resolves the cgroups its process exclusions name, and installs both.
 fn install(maps: &mut PolicyMaps, policy: &Policy) -> Result<Compiled, PolicyMapError> {
     let compiled = compile(policy);
-    let resolved = resolve_cgroups(&compiled.by_cgroup);
+    let resolved = resolve_processes(&compiled.by_cgroup);
     maps.install(&compiled, &resolved)?;
     Ok(compiled)
 }
@@ -276,7 +276,7 @@ fn refresh_cgroups(maps: &mut PolicyMaps, compiled: &Compiled) {
     if compiled.by_cgroup.is_empty() {
         return;
     }
-    let resolved = resolve_cgroups(&compiled.by_cgroup);
+    let resolved = resolve_processes(&compiled.by_cgroup);
     if let Err(e) = maps.refresh_processes(&resolved) {
         warn!(error = %e, "cannot update the cgroups of process exclusions");
     }

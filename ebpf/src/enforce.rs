@@ -7,8 +7,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sealwatch_common::{
-    CLASSIFY_WINDOW, Encryption, Preamble, Protocol, client_preamble,
-    event::{FlowNotice, HOOK_TC_EGRESS, KIND_DROP, KIND_VERDICT},
+    Encryption, Preamble, Protocol, client_preamble,
+    event::{HOOK_TC_EGRESS, KIND_DROP, KIND_VERDICT},
     flow::{FLOW_CHECK_HELLO, FLOW_DECIDING, FLOW_DROP, FLOW_PREAMBLE, FLOW_VERDICT, FlowState},
     net::FAMILY_IPV4,
     policy::{
@@ -21,11 +21,10 @@ use sealwatch_common::{
 use crate::{
     atomic::{fetch_and_u64, fetch_or_u64, load_u64},
     maps::{
-        EVENTS, EXEMPT_CGROUPS, EXEMPT_PORTS, FLOWS, NETS, POLICY, POLICY_ACTIVE, PORTS,
-        WEAK_SUITES, WINDOW, count,
+        EXEMPT_CGROUPS, EXEMPT_PORTS, FLOWS, NETS, POLICY, POLICY_ACTIVE, PORTS, WEAK_SUITES, count,
     },
     packet::{Packet, Parsed},
-    track::{Seen, notify},
+    track::{Seen, load_window, notify},
 };
 
 /// Whether the packet being looked at goes on.
@@ -238,36 +237,11 @@ fn preamble<P: Packet>(
 fn start_dropping(state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<Fate, Stat> {
     count(Stat::FlowsDropped);
     if fetch_or_u64(&mut state.flags, FLOW_DROP) & FLOW_DROP == 0
-        && let Err(stat) = notify_drop(state, p, seen)
+        && let Err(stat) = notify(KIND_DROP, state, p, seen)
     {
         count(stat);
     }
     Ok(Fate::Drop)
-}
-
-#[inline(never)]
-fn notify_drop(state: &FlowState, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
-    let Some(mut entry) = EVENTS.reserve::<FlowNotice>(0) else {
-        return Err(Stat::NoticesLost);
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved, writable FlowNotice.
-    unsafe {
-        (*rec).kind = KIND_DROP;
-        (*rec).hook = seen.hook;
-        (*rec).side = p.side;
-        (*rec).protocol = state.protocol;
-        (*rec).encryption = state.encryption;
-        (*rec).client_side = state.client_side;
-        (*rec).action = state.action;
-        (*rec).rule = state.rule;
-        (*rec).ifindex = seen.ifindex;
-        (*rec)._pad2 = 0;
-        (*rec).ts_ns = seen.now;
-        (*rec).key = p.key;
-    }
-    entry.submit(0);
-    Ok(())
 }
 
 #[inline(always)]
@@ -296,23 +270,6 @@ fn negotiates<P: Packet>(pkt: &P, p: &Parsed) -> Preamble {
         Some(window) => client_preamble(window, p.payload_len),
         None => Preamble::Data,
     }
-}
-
-/// The packet's first payload bytes, zero-padded, in this CPU's window.
-#[inline(always)]
-fn load_window<P: Packet>(pkt: &P, p: &Parsed) -> Option<&'static [u8; CLASSIFY_WINDOW]> {
-    let window = WINDOW.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long.
-    unsafe { core::ptr::write_bytes(window.cast::<u8>(), 0, CLASSIFY_WINDOW) };
-    let mut n = p.payload_len;
-    if n > CLASSIFY_WINDOW as u32 {
-        n = CLASSIFY_WINDOW as u32;
-    }
-    if n == 0 || pkt.load_bytes(p.payload_off, window.cast::<c_void>(), n) != 0 {
-        return None;
-    }
-    // SAFETY: as above; nothing else uses the window during this program run's remainder.
-    Some(unsafe { &*window })
 }
 
 /// Reads the negotiated version and cipher suite of a ServerHello at the start of this packet's
@@ -396,7 +353,7 @@ fn facts<P: Packet>(
     let cgroup_rules = if policy.by_cgroup == 0 {
         0
     } else if seen.hook == HOOK_TC_EGRESS {
-        let id = pkt.socket_cgroup(p, seen.hook);
+        let id = pkt.departing_socket_cgroup();
         // SAFETY: read once, copied out; user space rewrites whole values.
         unsafe { EXEMPT_CGROUPS.get(&id) }.map_or(0, |rules| rules[(slot & 1) as usize])
     } else {

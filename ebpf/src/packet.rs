@@ -7,8 +7,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
+use sealwatch_common::parse::parse_ethernet;
 pub use sealwatch_common::parse::{Parsed, Skip};
-use sealwatch_common::{event::HOOK_TC_EGRESS, parse::parse_ethernet};
 
 /// What the TC and XDP contexts have in common for our purposes (and aya-log's context).
 pub trait Packet: EbpfContext {
@@ -22,9 +22,9 @@ pub trait Packet: EbpfContext {
     /// Copies `len` bytes at `offset` into `dst` with the context's load-bytes helper, which also
     /// reads paged/fragmented data. Returns the helper's result (0 on success).
     fn load_bytes(&self, offset: u32, dst: *mut c_void, len: u32) -> i64;
-    /// The cgroup id (v2) of the local socket this packet leaves, 0 when unknown (forwarded
-    /// traffic, ingress, or a hook that cannot tell).
-    fn socket_cgroup(&self, p: &Parsed, hook: u8) -> u64;
+    /// The cgroup id (v2) of the local socket a departing packet leaves, 0 when there is none
+    /// (forwarded traffic) or the hook cannot tell. Arriving packets have no socket yet.
+    fn departing_socket_cgroup(&self) -> u64;
 }
 
 impl Packet for TcContext {
@@ -57,15 +57,9 @@ impl Packet for TcContext {
         unsafe { bpf_skb_load_bytes(self.skb.skb as *const c_void, offset, dst, len) }
     }
     #[inline(always)]
-    fn socket_cgroup(&self, p: &Parsed, hook: u8) -> u64 {
-        if hook == HOOK_TC_EGRESS {
-            // SAFETY: the context pointer is valid; the helper returns 0 without a socket.
-            return unsafe { bpf_skb_cgroup_id(self.skb.skb) };
-        }
-        // Ingress runs before the stack has found the socket, and no TC helper reads the
-        // cgroup of a socket found by lookup: ingress matches by local port instead.
-        let _ = p;
-        0
+    fn departing_socket_cgroup(&self) -> u64 {
+        // SAFETY: the context pointer is valid; the helper returns 0 without a socket.
+        unsafe { bpf_skb_cgroup_id(self.skb.skb) }
     }
 }
 
@@ -97,7 +91,7 @@ impl Packet for XdpContext {
         unsafe { bpf_xdp_load_bytes(self.ctx, offset, dst, len) }
     }
     #[inline(always)]
-    fn socket_cgroup(&self, _p: &Parsed, _hook: u8) -> u64 {
+    fn departing_socket_cgroup(&self) -> u64 {
         // XDP programs have no helper that reads a socket's cgroup.
         0
     }

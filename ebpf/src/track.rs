@@ -157,20 +157,7 @@ fn classify<P: Packet>(
     if before & mine != 0 {
         return Ok(false);
     }
-    let window = WINDOW.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
-    // The window is reused, and the classifier reads all of it: zero it in place (a stack
-    // temporary of 64 bytes is what this map saves).
-    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long.
-    unsafe { core::ptr::write_bytes(window.cast::<u8>(), 0, CLASSIFY_WINDOW) };
-    // SAFETY: as above; used only for the length of this call.
-    let window = unsafe { &mut *window };
-    let mut n = p.payload_len;
-    if n > CLASSIFY_WINDOW as u32 {
-        n = CLASSIFY_WINDOW as u32;
-    }
-    if n == 0 || pkt.load_bytes(p.payload_off, window.as_mut_ptr() as *mut c_void, n) != 0 {
-        return Err(Stat::LoadBytesFailed);
-    }
+    let window = load_window(pkt, p).ok_or(Stat::LoadBytesFailed)?;
     let ctx = classify_context(flags, p.key.proto, p.payload_len);
     // The whole zero-padded window, not a slice of it: a constant length lets LLVM drop every
     // bounds check, where a variable one makes the verifier walk each detector per length.
@@ -198,6 +185,25 @@ fn set_verdict(state: &mut FlowState, seen: &Seen, v: Verdict) -> bool {
     state.encryption = v.encryption as u8;
     state.verdict_ns = seen.now;
     true
+}
+
+/// The packet's first payload bytes, zero-padded, in this CPU's window (the classifier reads
+/// all of it; a stack temporary of 64 bytes is what the map saves).
+#[inline(always)]
+pub fn load_window<P: Packet>(pkt: &P, p: &Parsed) -> Option<&'static [u8; CLASSIFY_WINDOW]> {
+    let window = WINDOW.get_ptr_mut(0)?;
+    // The window is reused: zero it in place.
+    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long.
+    unsafe { core::ptr::write_bytes(window.cast::<u8>(), 0, CLASSIFY_WINDOW) };
+    let mut n = p.payload_len;
+    if n > CLASSIFY_WINDOW as u32 {
+        n = CLASSIFY_WINDOW as u32;
+    }
+    if n == 0 || pkt.load_bytes(p.payload_off, window.cast::<c_void>(), n) != 0 {
+        return None;
+    }
+    // SAFETY: as above; the window's one user at a time is the rest of this program run.
+    Some(unsafe { &*window })
 }
 
 #[inline(never)]

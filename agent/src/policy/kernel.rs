@@ -1,5 +1,5 @@
 //! The policy as the kernel programs take it: [`compile`] turns a [`Policy`] into the
-//! [`KernelPolicy`] map value, and [`resolve_cgroups`] finds the cgroups of the processes that
+//! [`KernelPolicy`] map value, and [`resolve_processes`] finds the cgroups of the processes that
 //! exclusions name, so the kernel decides those exclusions itself on the revealing packet.
 
 use std::{
@@ -182,7 +182,7 @@ pub struct Resolved {
 
 /// Finds the processes `by_cgroup` names. Processes are matched by executable name (`comm` or
 /// the file name of `exe`) or, when the exclusion gives a path, by the path of `exe`.
-pub fn resolve_cgroups(by_cgroup: &[(usize, Option<String>)]) -> Resolved {
+pub fn resolve_processes(by_cgroup: &[(usize, Option<String>)]) -> Resolved {
     let mut out = Resolved::default();
     let wanted: Vec<(usize, &str)> = by_cgroup
         .iter()
@@ -405,7 +405,7 @@ mod tests {
             .into_owned();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("addr").port();
-        let found = resolve_cgroups(&[(3, Some(name))]);
+        let found = resolve_processes(&[(3, Some(name))]);
         assert_eq!(found.cgroups.get(&own), Some(&(1 << 3)));
         assert_eq!(
             found
@@ -415,7 +415,7 @@ mod tests {
             "the listening port of the named process"
         );
         assert_eq!(
-            resolve_cgroups(&[(3, Some("no-such-process-name".into()))]),
+            resolve_processes(&[(3, Some("no-such-process-name".into()))]),
             Resolved::default()
         );
     }
