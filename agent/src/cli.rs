@@ -105,6 +105,17 @@ pub struct RunArgs {
     /// drops forbidden flows in the kernel. Overrides the policy file's `mode`.
     #[arg(long, value_enum)]
     pub mode: Option<crate::policy::file::Mode>,
+
+    /// What the kernel programs do once the agent stops or dies: `detach` (fail open: traffic
+    /// flows unchecked) or `keep-enforcing` (fail closed: they stay attached, pinned, enforcing
+    /// the last policy, and the next agent takes them over without a gap).
+    #[arg(long, value_enum, default_value_t = crate::pins::OnExit::Detach)]
+    pub on_exit: crate::pins::OnExit,
+
+    /// Where links and maps are pinned for `--on-exit keep-enforcing` (a bpffs directory);
+    /// default /sys/fs/bpf/sealwatch/net-<netns inode>, one per network namespace.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

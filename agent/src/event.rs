@@ -253,6 +253,21 @@ pub struct AgentEvent {
     /// `monitor` or `enforce`: on `attached` and `policy_reloaded`.
     #[serde(rename = "sealwatch.mode", skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
+    /// `detach` or `keep-enforcing`: on `attached`, and on `stopped` when the programs stay.
+    #[serde(rename = "sealwatch.on_exit", skip_serializing_if = "Option::is_none")]
+    pub on_exit: Option<&'static str>,
+    /// On `attached`: the links were left by a previous agent and now run our programs.
+    #[serde(
+        rename = "sealwatch.agent.adopted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub adopted: Option<bool>,
+    /// On `stopped` with `keep-enforcing`: where the programs still enforcing are pinned.
+    #[serde(
+        rename = "sealwatch.agent.pin_dir",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pin_dir: Option<String>,
     /// `sealwatch.kernel.<counter>` and `sealwatch.agent.<counter>` totals, on `stopped`.
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,

@@ -165,6 +165,15 @@ fn agent_text(a: &AgentEvent) -> String {
     if let Some(mode) = a.mode {
         line.push_str(&format!(" mode={mode}"));
     }
+    if let Some(on_exit) = a.on_exit {
+        line.push_str(&format!(" on-exit={on_exit}"));
+    }
+    if a.adopted == Some(true) {
+        line.push_str(" (took over a previous agent's programs)");
+    }
+    if let Some(dir) = &a.pin_dir {
+        line.push_str(&format!(" still enforcing, pinned in {dir}"));
+    }
     if let Some(e) = &a.error {
         line.push_str(&format!(" error: {e}"));
     }
@@ -277,9 +286,22 @@ mod tests {
             interface: None,
             attach: None,
             mode: None,
+            on_exit: None,
+            adopted: None,
+            pin_dir: None,
             counters: BTreeMap::from([("sealwatch.kernel.packets".to_owned(), 12)]),
             error: None,
         };
         assert_eq!(agent_text(&a), "t agent     stopped packets=12");
+        let kept = AgentEvent {
+            on_exit: Some("keep-enforcing"),
+            pin_dir: Some("/sys/fs/bpf/sealwatch/net-1".into()),
+            counters: BTreeMap::new(),
+            ..a
+        };
+        assert_eq!(
+            agent_text(&kept),
+            "t agent     stopped on-exit=keep-enforcing still enforcing, pinned in /sys/fs/bpf/sealwatch/net-1"
+        );
     }
 }

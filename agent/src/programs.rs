@@ -9,7 +9,10 @@ use aya::{
         Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink, tc,
+        tc::SchedClassifierLink, xdp::XdpLink,
+    },
 };
 use sealwatch_common::{
     ENFORCE_TC_EGRESS_MAP, ENFORCE_TC_INGRESS_MAP, ENFORCE_XDP_MAP, EVENTS_MAP, FLOWS_MAP,
@@ -21,10 +24,13 @@ use sealwatch_common::{
     },
 };
 
-use crate::policy::kernel::{Compiled, Resolved};
 use tracing::{debug, info, warn};
 
-use crate::cli::AttachMode;
+use crate::{
+    cli::AttachMode,
+    pins::{PinError, Pins, STATEFUL_MAPS, Side},
+    policy::kernel::{Compiled, Resolved},
+};
 
 /// The compiled kernel programs (built by build.rs from `ebpf/`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sealwatch"));
@@ -73,6 +79,12 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
+    #[error("{program} on {iface}: cannot pin its link or take over the pinned one: {reason}")]
+    Pin {
+        program: &'static str,
+        iface: String,
+        reason: String,
+    },
 }
 
 /// Load-time settings baked into the kernel object.
@@ -91,28 +103,47 @@ pub struct Attachment {
     pub ifindex: u32,
     pub ingress: &'static str,
     pub egress: &'static str,
+    /// The links were a previous agent's, taken over: our programs replaced its atomically.
+    pub adopted: bool,
 }
 
 pub struct Programs {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// The links are pinned (`--on-exit keep-enforcing`): they outlive this value.
+    pinned: bool,
 }
 
 impl Programs {
-    /// Loads the kernel object and verifies every program; attaches nothing yet.
-    pub fn load(opts: LoadOptions) -> Result<Programs, LoadError> {
-        let mut ebpf = EbpfLoader::new()
+    /// The kernel object, as built.
+    pub fn object() -> &'static [u8] {
+        OBJECT
+    }
+
+    /// Loads the kernel object and verifies every program; attaches nothing yet. With
+    /// `map_dir`, the stateful maps are pinned there, or taken over from there when a previous
+    /// agent of this build pinned them.
+    pub fn load(
+        opts: LoadOptions,
+        map_dir: Option<&std::path::Path>,
+    ) -> Result<Programs, LoadError> {
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(SAMPLE_BYTES_GLOBAL, &opts.sample_bytes, true)
             .override_global(aya_log::LEVEL, &opts.kernel_log_level, false)
-            .map_max_entries(FLOWS_MAP, opts.flow_capacity)
-            .load(OBJECT)
-            .map_err(|e| {
-                if lacks_privileges(&e) {
-                    LoadError::Privileges(e)
-                } else {
-                    LoadError::Object(e)
-                }
-            })?;
+            .map_max_entries(FLOWS_MAP, opts.flow_capacity);
+        if let Some(dir) = map_dir {
+            for name in STATEFUL_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+            if lacks_privileges(&e) {
+                LoadError::Privileges(e)
+            } else {
+                LoadError::Object(e)
+            }
+        })?;
         for program in [TC_INGRESS, TC_EGRESS] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, program)?;
             prog.load()
@@ -154,11 +185,19 @@ impl Programs {
         Ok(Programs {
             ebpf,
             attachments: Vec::new(),
+            pinned: false,
         })
     }
 
-    /// Attaches to `iface`: TC on both sides, or XDP ingress plus TC egress.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attachment, AttachError> {
+    /// Attaches to `iface`: TC on both sides, or XDP ingress plus TC egress. With `pins`, a
+    /// link a previous agent left on a side gets our program swapped in (no gap), and in
+    /// keep-enforcing mode new links are pinned so they outlive us.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        mut pins: Option<&mut Pins>,
+    ) -> Result<Attachment, AttachError> {
         let ifindex = ifindex(iface).ok_or_else(|| AttachError::NoSuchInterface {
             iface: iface.to_owned(),
         })?;
@@ -166,23 +205,50 @@ impl Programs {
         if let Err(e) = tc::qdisc_add_clsact(iface) {
             debug!(iface, error = %e, "clsact qdisc not added (present already, or TCX in use)");
         }
-        let ingress = match mode {
-            AttachMode::Tc => {
-                self.attach_tc(TC_INGRESS, iface, TcAttachType::Ingress)?;
-                TC_INGRESS
-            }
-            AttachMode::Xdp => {
-                self.attach_xdp(iface)?;
-                XDP_INGRESS
-            }
+        let (ingress, side) = match mode {
+            AttachMode::Tc => (TC_INGRESS, Side::TcIngress),
+            AttachMode::Xdp => (XDP_INGRESS, Side::XdpIngress),
         };
-        self.attach_tc(TC_EGRESS, iface, TcAttachType::Egress)?;
-        info!(iface, ifindex, ingress, egress = TC_EGRESS, "attached");
+        let mut adopted = false;
+        self.pinned |= pins.as_deref().is_some_and(Pins::keeps_links);
+        for (program, side) in [(ingress, side), (TC_EGRESS, Side::TcEgress)] {
+            let at = Site {
+                program,
+                iface,
+                ifindex,
+                side,
+            };
+            let taken = match pins.as_deref_mut() {
+                Some(p) => p.take_link(ifindex, side).map_err(|e| at.pin_err(e))?,
+                None => None,
+            };
+            adopted |= taken.is_some();
+            match (taken, side) {
+                (Some(link), Side::TcIngress | Side::TcEgress) => self.adopt_tc(&at, link)?,
+                (Some(link), Side::XdpIngress) => self.adopt_xdp(&at, link)?,
+                (None, Side::TcIngress) => {
+                    self.attach_tc(&at, TcAttachType::Ingress, pins.as_deref())?
+                }
+                (None, Side::TcEgress) => {
+                    self.attach_tc(&at, TcAttachType::Egress, pins.as_deref())?
+                }
+                (None, Side::XdpIngress) => self.attach_xdp(&at, pins.as_deref())?,
+            }
+        }
+        info!(
+            iface,
+            ifindex,
+            ingress,
+            egress = TC_EGRESS,
+            adopted,
+            "attached"
+        );
         let attachment = Attachment {
             iface: iface.to_owned(),
             ifindex,
             ingress,
             egress: TC_EGRESS,
+            adopted,
         };
         self.attachments.push(attachment.clone());
         Ok(attachment)
@@ -190,37 +256,55 @@ impl Programs {
 
     fn attach_tc(
         &mut self,
-        program: &'static str,
-        iface: &str,
+        at: &Site<'_>,
         side: TcAttachType,
+        pins: Option<&Pins>,
     ) -> Result<(), AttachError> {
-        let attach_err = |source| AttachError::Attach {
-            program,
-            iface: iface.to_owned(),
-            source,
-        };
-        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, program)?;
-        prog.attach(iface, side).map_err(attach_err)?;
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
+        let id = prog.attach(at.iface, side).map_err(|e| at.attach_err(e))?;
+        if let Some(pins) = pins.filter(|p| p.keeps_links()) {
+            let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
+            let link = FdLink::try_from(link).map_err(|e| at.link_err(&e))?;
+            pins.keep_link(at.ifindex, at.side, link)
+                .map_err(|e| at.pin_err(e))?;
+        }
         Ok(())
     }
 
-    fn attach_xdp(&mut self, iface: &str) -> Result<(), AttachError> {
-        let attach_err = |source| AttachError::Attach {
-            program: XDP_INGRESS,
-            iface: iface.to_owned(),
-            source,
-        };
-        let prog: &mut Xdp = program_mut(&mut self.ebpf, XDP_INGRESS)?;
+    fn attach_xdp(&mut self, at: &Site<'_>, pins: Option<&Pins>) -> Result<(), AttachError> {
+        let prog: &mut Xdp = program_mut(&mut self.ebpf, at.program)?;
         // Native first (veth, most cloud NICs); generic where the driver has no XDP support.
-        match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(()),
+        let id = match prog.attach(at.iface, XdpMode::Driver) {
+            Ok(id) => id,
             Err(native) => {
-                warn!(iface, error = %native, "native XDP unavailable, using generic (SKB) mode");
-                prog.attach(iface, XdpMode::Skb)
-                    .map(|_| ())
-                    .map_err(attach_err)
+                warn!(iface = at.iface, error = %native, "native XDP unavailable, using generic (SKB) mode");
+                prog.attach(at.iface, XdpMode::Skb)
+                    .map_err(|e| at.attach_err(e))?
             }
+        };
+        if let Some(pins) = pins.filter(|p| p.keeps_links()) {
+            let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
+            let link = FdLink::try_from(link).map_err(|e| at.link_err(&e))?;
+            pins.keep_link(at.ifindex, at.side, link)
+                .map_err(|e| at.pin_err(e))?;
         }
+        Ok(())
+    }
+
+    /// Swaps our program into a link a previous agent left (one `bpf_link_update`: every
+    /// packet meets either its program or ours).
+    fn adopt_tc(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
+        let link = SchedClassifierLink::try_from(link).map_err(|e| at.link_err(&e))?;
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
+        prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
+        Ok(())
+    }
+
+    fn adopt_xdp(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
+        let link = XdpLink::try_from(link).map_err(|e| at.link_err(&e))?;
+        let prog: &mut Xdp = program_mut(&mut self.ebpf, at.program)?;
+        prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
+        Ok(())
     }
 
     pub fn attachments(&self) -> &[Attachment] {
@@ -262,9 +346,48 @@ impl Programs {
 
 impl Drop for Programs {
     fn drop(&mut self) {
-        // Dropping the Ebpf closes every link fd and detaches the programs; say so per interface.
+        // Dropping the Ebpf closes every link fd: unpinned links detach; say so per interface.
+        let what = if self.pinned {
+            "leaving the programs attached and enforcing (pinned)"
+        } else {
+            "detaching"
+        };
         for a in &self.attachments {
-            info!(iface = %a.iface, "detaching");
+            info!(iface = %a.iface, "{what}");
+        }
+    }
+}
+
+/// Where one program attaches, for its errors.
+struct Site<'a> {
+    program: &'static str,
+    iface: &'a str,
+    ifindex: u32,
+    side: Side,
+}
+
+impl Site<'_> {
+    fn attach_err(&self, source: ProgramError) -> AttachError {
+        AttachError::Attach {
+            program: self.program,
+            iface: self.iface.to_owned(),
+            source,
+        }
+    }
+
+    fn link_err(&self, e: &aya::programs::links::LinkError) -> AttachError {
+        AttachError::Pin {
+            program: self.program,
+            iface: self.iface.to_owned(),
+            reason: format!("{e} (links need Linux 6.6+ for TC, 5.9+ for XDP)"),
+        }
+    }
+
+    fn pin_err(&self, e: PinError) -> AttachError {
+        AttachError::Pin {
+            program: self.program,
+            iface: self.iface.to_owned(),
+            reason: e.to_string(),
         }
     }
 }

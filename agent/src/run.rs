@@ -23,6 +23,7 @@ use crate::{
     events::{KernelEvent, spawn_reader},
     flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
     output::Output,
+    pins::{OnExit, PinError, Pins, build_id},
     policy::{
         Policy,
         kernel::{Compiled, compile, resolve_processes},
@@ -56,6 +57,8 @@ pub enum RunError {
     Output(#[source] io::Error),
     #[error("cannot install the policy in the kernel: {0}")]
     Policy(#[source] PolicyMapError),
+    #[error("pinned programs: {0}")]
+    Pins(#[source] PinError),
 }
 
 pub async fn run<W: Write>(
@@ -74,11 +77,22 @@ pub async fn run<W: Write>(
         .into());
     }
     let mut policy_file = PolicyFile::new(args);
-    let mut programs = Programs::load(LoadOptions {
-        sample_bytes: args.sample_bytes,
-        flow_capacity: args.flow_capacity,
-        kernel_log_level,
-    })?;
+    // A previous agent's pinned programs keep enforcing until ours replace them, link by link.
+    let build = build_id(Programs::object(), args.flow_capacity);
+    let mut pins =
+        Pins::open(args.pin_dir.as_deref(), args.on_exit, build).map_err(RunError::Pins)?;
+    let map_dir = match &pins {
+        Some(p) => p.map_dir().map_err(RunError::Pins)?,
+        None => None,
+    };
+    let mut programs = Programs::load(
+        LoadOptions {
+            sample_bytes: args.sample_bytes,
+            flow_capacity: args.flow_capacity,
+            kernel_log_level,
+        },
+        map_dir.as_deref(),
+    )?;
     start_kernel_log(&mut programs);
 
     // Take the maps before attaching so no event is produced without a reader.
@@ -100,11 +114,20 @@ pub async fn run<W: Write>(
         AttachMode::Tc => "tc",
         AttachMode::Xdp => "xdp",
     };
+    let mut attached = Vec::new();
     for iface in &args.ifaces {
-        let a = programs.attach(iface, args.attach)?;
+        attached.push(programs.attach(iface, args.attach, pins.as_mut())?);
+    }
+    // Only now that ours are in place: the previous agent's leftovers go.
+    if let Some(p) = &mut pins {
+        p.settle().map_err(RunError::Pins)?;
+    }
+    for a in attached {
         let mut event = agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new());
         if let Event::Agent(e) = &mut event {
             e.mode = Some(mode);
+            e.on_exit = Some(args.on_exit.name());
+            e.adopted = a.adopted.then_some(true);
         }
         emit(&mut out, &event)?;
     }
@@ -129,7 +152,7 @@ pub async fn run<W: Write>(
                 let now = monotonic_ns();
                 tracker.flush_pending(now, &mut pending);
                 tracker.end_closed(now, &mut pending);
-                                                if now >= next_sweep {
+                if now >= next_sweep {
                     tracker.sweep(now, &mut pending);
                     next_sweep = now.saturating_add(timeouts.sweep_interval_ns());
                 }
@@ -179,7 +202,14 @@ pub async fn run<W: Write>(
         );
     }
     drop(programs);
-    emit(&mut out, &agent_event("stopped", None, None, counters))
+    let mut event = agent_event("stopped", None, None, counters);
+    if let (Event::Agent(e), Some(p)) = (&mut event, &pins)
+        && args.on_exit == OnExit::KeepEnforcing
+    {
+        e.on_exit = Some(args.on_exit.name());
+        e.pin_dir = Some(p.dir().display().to_string());
+    }
+    emit(&mut out, &event)
 }
 
 fn handle<T: crate::flows::FlowTable>(
@@ -332,6 +362,9 @@ fn agent_event(
         interface,
         attach,
         mode: None,
+        on_exit: None,
+        adopted: None,
+        pin_dir: None,
         counters,
         error: None,
     })

@@ -446,9 +446,18 @@ impl Agent {
     }
 
     /// SIGINT, then wait (bounded) for a clean exit.
-    pub fn stop(mut self) -> anyhow::Result<Stopped> {
+    pub fn stop(self) -> anyhow::Result<Stopped> {
+        self.signal(libc::SIGINT)
+    }
+
+    /// SIGKILL: the agent dies without running any of its exit path, as in a crash.
+    pub fn crash(self) -> anyhow::Result<Stopped> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(mut self, signal: i32) -> anyhow::Result<Stopped> {
         // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
             if let Some(s) = self.child.try_wait()? {
@@ -456,7 +465,7 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                bail!("agent did not exit within 15 s of SIGINT");
+                bail!("agent did not exit within 15 s of signal {signal}");
             }
             thread::sleep(Duration::from_millis(20));
         };

@@ -54,12 +54,12 @@ struct Kernel {
 
 impl Kernel {
     fn load() -> Kernel {
-        let mut programs = Programs::load(LoadOptions {
+        let opts = LoadOptions {
             sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
             flow_capacity: 1024,
             kernel_log_level: 0,
-        })
-        .expect("programs load and verify");
+        };
+        let mut programs = Programs::load(opts, None).expect("programs load and verify");
         let flows = programs.take_flows().expect("flows");
         let stats = programs.take_stats().expect("stats");
         let ring = programs.take_events().expect("events");
