@@ -241,11 +241,17 @@ fn blocked(n: &sealwatch_common::event::FlowNotice) -> bool {
 /// behind it fails at once (the kernel then resets the peer) instead of retransmitting into
 /// the void until a timeout.
 fn reset_local_sockets(n: &sealwatch_common::event::FlowNotice) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Whatever stops one destroy (no sock_diag, a kernel without SOCK_DESTROY) stops them all:
+    // say it once, not once per blocked flow.
+    static WARNED: AtomicBool = AtomicBool::new(false);
     match crate::reset::destroy_flow(&n.key) {
         Ok(count) => debug!(sockets = count, "blocked flow's local sockets destroyed"),
-        Err(e) => {
-            warn!(error = %e, "cannot destroy a blocked flow's sockets; its ends time out instead")
-        }
+        Err(e) if !WARNED.swap(true, Ordering::Relaxed) => warn!(
+            error = %e,
+            "cannot destroy a blocked flow's sockets; blocked clients time out instead of failing at once (further failures logged at debug level)"
+        ),
+        Err(e) => debug!(error = %e, "cannot destroy a blocked flow's sockets"),
     }
 }
 
