@@ -90,6 +90,18 @@ pub enum PinError {
     Busy(PathBuf),
     #[error("{} is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)", .0.display())]
     NotBpffs(PathBuf),
+    #[error("link pin {}: {source}", .path.display())]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("cannot pin a link at {}: {source}", .path.display())]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> PinError + '_ {
@@ -203,8 +215,10 @@ impl Pins {
             return Ok(None);
         };
         self.stale_links.swap_remove(at);
-        let pinned = PinnedLink::from_pin(&path)
-            .map_err(|e| io_err(&path)(io::Error::other(e.to_string())))?;
+        let pinned = PinnedLink::from_pin(&path).map_err(|source| PinError::Link {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Some(match self.on_exit {
             OnExit::KeepEnforcing => pinned.into(),
             OnExit::Detach => pinned.unpin().map_err(io_err(&path))?,
@@ -216,7 +230,7 @@ impl Pins {
         let path = self.dir.join("links").join(side.pin_name(ifindex));
         link.pin(&path)
             .map(drop)
-            .map_err(|e| io_err(&path)(io::Error::other(e.to_string())))
+            .map_err(|source| PinError::Pin { path, source })
     }
 
     pub fn keeps_links(&self) -> bool {

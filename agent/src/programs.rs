@@ -79,11 +79,21 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
-    #[error("{program} on {iface}: cannot pin its link or take over the pinned one: {reason}")]
+    #[error("{program} on {iface}: cannot pin its link or take over the pinned one: {source}")]
     Pin {
         program: &'static str,
         iface: String,
-        reason: String,
+        #[source]
+        source: Box<PinError>,
+    },
+    #[error(
+        "{program} on {iface}: not a bpf_link ({source}); pinning needs TCX links (Linux 6.6+) for TC and XDP links (5.9+)"
+    )]
+    Link {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
     },
 }
 
@@ -264,7 +274,7 @@ impl Programs {
         let id = prog.attach(at.iface, side).map_err(|e| at.attach_err(e))?;
         if let Some(pins) = pins.filter(|p| p.keeps_links()) {
             let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
-            let link = FdLink::try_from(link).map_err(|e| at.link_err(&e))?;
+            let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
             pins.keep_link(at.ifindex, at.side, link)
                 .map_err(|e| at.pin_err(e))?;
         }
@@ -284,7 +294,7 @@ impl Programs {
         };
         if let Some(pins) = pins.filter(|p| p.keeps_links()) {
             let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
-            let link = FdLink::try_from(link).map_err(|e| at.link_err(&e))?;
+            let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
             pins.keep_link(at.ifindex, at.side, link)
                 .map_err(|e| at.pin_err(e))?;
         }
@@ -294,14 +304,14 @@ impl Programs {
     /// Swaps our program into a link a previous agent left (one `bpf_link_update`: every
     /// packet meets either its program or ours).
     fn adopt_tc(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
-        let link = SchedClassifierLink::try_from(link).map_err(|e| at.link_err(&e))?;
+        let link = SchedClassifierLink::try_from(link).map_err(|e| at.link_err(e))?;
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
         prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
         Ok(())
     }
 
     fn adopt_xdp(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
-        let link = XdpLink::try_from(link).map_err(|e| at.link_err(&e))?;
+        let link = XdpLink::try_from(link).map_err(|e| at.link_err(e))?;
         let prog: &mut Xdp = program_mut(&mut self.ebpf, at.program)?;
         prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
         Ok(())
@@ -375,11 +385,11 @@ impl Site<'_> {
         }
     }
 
-    fn link_err(&self, e: &aya::programs::links::LinkError) -> AttachError {
-        AttachError::Pin {
+    fn link_err(&self, source: aya::programs::links::LinkError) -> AttachError {
+        AttachError::Link {
             program: self.program,
             iface: self.iface.to_owned(),
-            reason: format!("{e} (links need Linux 6.6+ for TC, 5.9+ for XDP)"),
+            source: Box::new(source),
         }
     }
 
@@ -387,7 +397,7 @@ impl Site<'_> {
         AttachError::Pin {
             program: self.program,
             iface: self.iface.to_owned(),
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     }
 }
