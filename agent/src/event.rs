@@ -74,6 +74,13 @@ impl Endpoints {
     }
 }
 
+impl Endpoints {
+    /// One side's address of a flow key.
+    pub fn address(family: u8, words: [u32; 4]) -> IpAddr {
+        ip(family, words)
+    }
+}
+
 fn ip(family: u8, words: [u32; 4]) -> IpAddr {
     if family == FAMILY_IPV4 {
         IpAddr::V4(Ipv4Addr::from(words[0].to_ne_bytes()))
@@ -168,9 +175,82 @@ pub struct FlowEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub exclusion: Option<String>,
+    /// Who is behind the flow's ends on this host.
+    #[serde(flatten)]
+    pub attribution: Attribution,
 
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
+}
+
+/// The process, container and pod behind one end of a flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Party {
+    pub pid: Option<u32>,
+    pub executable: Option<String>,
+    pub command_line: Option<String>,
+    /// User name (or numeric uid when it has no name).
+    pub owner: Option<String>,
+    pub container_id: Option<String>,
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl Party {
+    pub fn is_empty(&self) -> bool {
+        *self == Party::default()
+    }
+
+    fn entries(&self) -> [(&'static str, Option<serde_json::Value>); 7] {
+        [
+            ("process.pid", self.pid.map(serde_json::Value::from)),
+            (
+                "process.executable.name",
+                self.executable.clone().map(Into::into),
+            ),
+            (
+                "process.command_line",
+                self.command_line.clone().map(Into::into),
+            ),
+            ("process.owner", self.owner.clone().map(Into::into)),
+            ("container.id", self.container_id.clone().map(Into::into)),
+            ("k8s.pod.name", self.pod.clone().map(Into::into)),
+            ("k8s.namespace.name", self.namespace.clone().map(Into::into)),
+        ]
+    }
+}
+
+/// Who is behind a flow: its end on this host under the contract's keys (`process.*`,
+/// `container.id`, `k8s.*`), with `sealwatch.local_side` saying whether that is the client or
+/// the server; and when the other end is on this host too (two pods of one node), that end
+/// under the same keys prefixed `sealwatch.peer.`. The client's end is the local one when both
+/// are known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    pub local_side: Option<&'static str>,
+    pub local: Party,
+    pub peer: Party,
+}
+
+impl Serialize for Attribution {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if let Some(side) = self.local_side {
+            map.serialize_entry("sealwatch.local_side", side)?;
+        }
+        for (key, value) in self.local.entries() {
+            if let Some(v) = value {
+                map.serialize_entry(key, &v)?;
+            }
+        }
+        for (key, value) in self.peer.entries() {
+            if let Some(v) = value {
+                map.serialize_entry(&format!("sealwatch.peer.{key}"), &v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl FlowEvent {
@@ -206,6 +286,7 @@ impl FlowEvent {
             weak: Vec::new(),
             direction: "east-west",
             exclusion: None,
+            attribution: Attribution::default(),
             end: None,
         }
     }

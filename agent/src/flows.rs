@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use crate::{
     clock::{rfc3339, to_system_time},
     deep::{self, Findings, Settled},
-    event::{Endpoints, Event, FlowEnd, FlowEvent},
+    event::{Attribution, Endpoints, Event, FlowEnd, FlowEvent},
     events::Sample,
     policy::{Action, Facts, Policy},
     programs::ifname,
@@ -115,6 +115,21 @@ struct Tracked {
     verdict: Option<Findings>,
     /// What the kernel's policy decided (`policy::ACTION_*`, and the exclusion's index).
     kernel: Kernel,
+    /// Who is behind the flow, as named when it was reported.
+    attribution: Option<Attribution>,
+}
+
+/// Names who is behind a flow's ends (live runs: the kernel recorded socket owners).
+pub trait Attribute {
+    /// `state` is the flow's table entry when it is still there.
+    fn attribute(
+        &mut self,
+        key: &FlowKey,
+        client_side: u8,
+        state: Option<&FlowState>,
+    ) -> Attribution;
+    /// The flow ended: its key may come back as another connection.
+    fn forget(&mut self, key: &FlowKey);
 }
 
 /// The kernel's decision on a flow, as its notices and table entry tell it.
@@ -186,6 +201,7 @@ pub struct FlowTracker<T> {
     /// Live kernel programs enforce the policy: `drop` is reported only for flows they dropped.
     /// Offline, `drop` says what enforce mode would do.
     kernel_enforces: bool,
+    attribute: Option<Box<dyn Attribute>>,
 }
 
 impl<T: FlowTable> FlowTracker<T> {
@@ -203,7 +219,14 @@ impl<T: FlowTable> FlowTracker<T> {
             policy: std::sync::Arc::new(Policy::default()),
             closing: std::collections::VecDeque::new(),
             kernel_enforces: false,
+            attribute: None,
         }
+    }
+
+    /// Flow events name the processes, containers and pods behind their ends.
+    pub fn with_attribution(mut self, attribute: Box<dyn Attribute>) -> FlowTracker<T> {
+        self.attribute = Some(attribute);
+        self
     }
 
     /// The flows come from kernel programs that enforce the policy (`run`).
@@ -292,6 +315,7 @@ impl<T: FlowTable> FlowTracker<T> {
             return;
         };
         let kernel = tracked.kernel;
+        let attribution = tracked.attribution.clone().unwrap_or_default();
         let mut event = self.flow_event(
             &n.key,
             n.client_side,
@@ -300,6 +324,7 @@ impl<T: FlowTable> FlowTracker<T> {
             (n.ifindex, n.ts_ns),
         );
         event.event = "drop";
+        event.attribution = attribution;
         out.push(Event::Flow(Box::new(event)));
     }
 
@@ -379,7 +404,12 @@ impl<T: FlowTable> FlowTracker<T> {
         if let Some(streams) = self.flows.get(&n.key).and_then(|t| t.streams.as_deref()) {
             findings.read_handshake(streams, Endpoints::client_index(n.client_side));
         }
+        let attribution = match &mut self.attribute {
+            Some(a) => Some(a.attribute(&n.key, n.client_side, self.table.get(&n.key).as_ref())),
+            None => None,
+        };
         let tracked = self.flows.entry(n.key).or_default();
+        tracked.attribution = attribution.clone();
         tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
         tracked.reported = true;
         tracked.pending = None;
@@ -387,13 +417,14 @@ impl<T: FlowTable> FlowTracker<T> {
         tracked.verdict = Some(findings.clone());
         self.stats.flows_reported += 1;
         let kernel = tracked.kernel;
-        let event = self.flow_event(
+        let mut event = self.flow_event(
             &n.key,
             n.client_side,
             &findings,
             kernel,
             (n.ifindex, n.ts_ns),
         );
+        event.attribution = attribution.unwrap_or_default();
         out.push(Event::Flow(Box::new(event)));
     }
 
@@ -515,6 +546,9 @@ impl<T: FlowTable> FlowTracker<T> {
             self.report_from_state(key, &state, out);
         }
         let mut tracked = self.forget(key);
+        if let Some(a) = &mut self.attribute {
+            a.forget(key);
+        }
         tracked.kernel = tracked.kernel.merge(Kernel {
             action: state.action,
             rule: state.rule,
@@ -538,6 +572,7 @@ impl<T: FlowTable> FlowTracker<T> {
             (state.ifindex, state.last_ns),
         );
         event.event = "flow.end";
+        event.attribution = tracked.attribution.unwrap_or_default();
         let client = usize::from(Endpoints::client_index(state.client_side));
         let server = client ^ 1;
         event.end = Some(FlowEnd {

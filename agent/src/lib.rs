@@ -10,6 +10,7 @@ pub mod events;
 pub mod flows;
 pub mod offline;
 pub mod output;
+pub mod owners;
 pub mod pins;
 pub mod policy;
 pub mod programs;

@@ -10,8 +10,8 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink, tc,
-        tc::SchedClassifierLink, xdp::XdpLink,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier, SockOps,
+        TcAttachType, Xdp, XdpMode, links::FdLink, tc, tc::SchedClassifierLink, xdp::XdpLink,
     },
 };
 use sealwatch_common::{
@@ -41,6 +41,15 @@ const XDP_INGRESS: &str = "xdp_ingress";
 const TC_ENFORCE_INGRESS: &str = "tc_enforce_ingress";
 const TC_ENFORCE_EGRESS: &str = "tc_enforce_egress";
 const XDP_ENFORCE: &str = "xdp_enforce";
+/// Socket-owner programs (see `ebpf/src/owner.rs`), on the cgroup v2 root.
+const OWNER_SOCK_ADDR: [&str; 4] = [
+    "owner_connect4",
+    "owner_connect6",
+    "owner_sendmsg4",
+    "owner_sendmsg6",
+];
+const OWNER_SOCK: [&str; 2] = ["owner_bind4", "owner_bind6"];
+const OWNER_SOCK_OPS: &str = "owner_established";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -78,6 +87,12 @@ pub enum AttachError {
         iface: String,
         #[source]
         source: ProgramError,
+    },
+    #[error("cannot open the cgroup v2 root {}: {source}", .path.display())]
+    Cgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("{program} on {iface}: cannot pin its link or take over the pinned one: {source}")]
     Pin {
@@ -317,6 +332,46 @@ impl Programs {
         Ok(())
     }
 
+    /// Loads the socket-owner programs and attaches them to the cgroup v2 root, where they see
+    /// every socket on the host, in every container and network namespace. Through bpf_links,
+    /// which always sit alongside other programs on the cgroup (the kernel refuses attach flags
+    /// on them, hence `Single`); they allow every operation.
+    pub fn attach_owners(&mut self, cgroup_root: &std::path::Path) -> Result<(), AttachError> {
+        let root = std::fs::File::open(cgroup_root).map_err(|e| AttachError::Cgroup {
+            path: cgroup_root.to_owned(),
+            source: e,
+        })?;
+        let at = |program: &'static str| Site {
+            program,
+            iface: "cgroup",
+            ifindex: 0,
+            side: Side::TcEgress,
+        };
+        for program in OWNER_SOCK_ADDR {
+            let prog: &mut CgroupSockAddr = program_mut(&mut self.ebpf, program)?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
+            prog.attach(&root, CgroupAttachMode::Single)
+                .map_err(|e| at(program).attach_err(e))?;
+        }
+        for program in OWNER_SOCK {
+            let prog: &mut CgroupSock = program_mut(&mut self.ebpf, program)?;
+            prog.load()
+                .map_err(|source| LoadError::Program { program, source })?;
+            prog.attach(&root, CgroupAttachMode::Single)
+                .map_err(|e| at(program).attach_err(e))?;
+        }
+        let prog: &mut SockOps = program_mut(&mut self.ebpf, OWNER_SOCK_OPS)?;
+        prog.load().map_err(|source| LoadError::Program {
+            program: OWNER_SOCK_OPS,
+            source,
+        })?;
+        prog.attach(&root, CgroupAttachMode::Single)
+            .map_err(|e| at(OWNER_SOCK_OPS).attach_err(e))?;
+        info!(cgroup = %cgroup_root.display(), "socket owners followed");
+        Ok(())
+    }
+
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
     }
@@ -327,6 +382,14 @@ impl Programs {
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         take(&mut self.ebpf, EVENTS_MAP, RingBuf::try_from)
+    }
+
+    /// A hash map by name, for the modules that read one (socket owners).
+    pub fn take_hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<MapData, K, V>, LoadError> {
+        take(&mut self.ebpf, name, HashMap::try_from)
     }
 
     pub fn take_stats(&mut self) -> Result<PerCpuArray<MapData, u64>, LoadError> {

@@ -23,6 +23,7 @@ use crate::{
     events::{KernelEvent, spawn_reader},
     flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
     output::Output,
+    owners::{Attributor, OwnerMaps},
     pins::{OnExit, PinError, Pins, build_id},
     policy::{
         Policy,
@@ -118,6 +119,16 @@ pub async fn run<W: Write>(
     for iface in &args.ifaces {
         attached.push(programs.attach(iface, args.attach, pins.as_mut())?);
     }
+    // Who owns each socket, recorded in the process that connects, sends or binds.
+    match crate::policy::kernel::cgroup2_root() {
+        Some(root) => {
+            if let Err(e) = programs.attach_owners(&root) {
+                warn!(error = %e, "socket owners not followed: flows are not attributed to processes");
+            }
+        }
+        None => warn!("no cgroup v2 mount: flows are not attributed to processes"),
+    }
+    let owners = OwnerMaps::take(&mut programs)?;
     // Only now that ours are in place: the previous agent's leftovers go.
     if let Some(p) = &mut pins {
         p.settle().map_err(RunError::Pins)?;
@@ -139,7 +150,8 @@ pub async fn run<W: Write>(
     let mut tracker = FlowTracker::new(table, timeouts)
         .with_sample_budget(u64::from(args.sample_bytes))
         .with_policy(policy)
-        .with_kernel_enforcement();
+        .with_kernel_enforcement()
+        .with_attribution(Box::new(Attributor::new(owners)));
     let mut next_cgroup_refresh = monotonic_ns();
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -180,9 +180,13 @@ pub struct FlowState {
     pub sampled: [u16; 2],
     /// For `ACTION_EXCLUDED`, the index of the exclusion that matched.
     pub rule: u8,
-    pub _pad: u8,
+    /// The side of the key whose local socket `local_cookie` names.
+    pub local_side: u8,
+    /// Cookie of the local socket that sent the flow's first packet (TC egress), or 0: the key
+    /// to [`crate::owner::SOCK_OWNERS_MAP`].
+    pub local_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 80);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 88);
 
 impl FlowState {
     /// TCP flags seen from `side`.

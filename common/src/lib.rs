@@ -7,6 +7,7 @@ pub mod classify;
 pub mod event;
 pub mod flow;
 pub mod net;
+pub mod owner;
 pub mod parse;
 pub mod policy;
 pub mod stats;

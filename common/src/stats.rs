@@ -34,10 +34,13 @@ pub enum Stat {
     HelloUnchecked,
     /// Tail calls into the enforce program that failed (the packet passed undecided).
     EnforceUnreachable,
+    /// Socket-owner records the kernel could not store (its flows are attributed from /proc,
+    /// or not at all).
+    OwnersLost,
 }
 
 /// Number of counters; the size of the per-CPU array.
-pub const STAT_COUNT: u32 = Stat::EnforceUnreachable as u32 + 1;
+pub const STAT_COUNT: u32 = Stat::OwnersLost as u32 + 1;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -55,6 +58,7 @@ impl Stat {
         Stat::FlowsDropped,
         Stat::HelloUnchecked,
         Stat::EnforceUnreachable,
+        Stat::OwnersLost,
     ];
 
     /// Snake-case name used in agent events and metrics.
@@ -74,6 +78,7 @@ impl Stat {
             Stat::FlowsDropped => "flows_dropped",
             Stat::HelloUnchecked => "hello_unchecked",
             Stat::EnforceUnreachable => "enforce_unreachable",
+            Stat::OwnersLost => "owners_lost",
         }
     }
 }

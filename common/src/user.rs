@@ -13,3 +13,9 @@ unsafe impl aya::Pod for crate::policy::KernelPolicy {}
 unsafe impl aya::Pod for crate::policy::NetKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for crate::policy::NetValue {}
+// SAFETY: see above (sizes asserted in `owner.rs`).
+unsafe impl aya::Pod for crate::owner::Owner {}
+// SAFETY: see above.
+unsafe impl aya::Pod for crate::owner::ListenKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for crate::owner::FlowOwners {}

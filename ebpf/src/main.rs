@@ -10,6 +10,7 @@
 mod atomic;
 mod enforce;
 mod maps;
+mod owner;
 mod packet;
 mod track;
 

@@ -9,6 +9,7 @@ use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
     event::PayloadSample,
     flow::{FlowKey, FlowState},
+    owner::{FlowOwners, ListenKey, MAX_FLOW_OWNERS, MAX_LISTENERS, MAX_SOCK_OWNERS, Owner},
     policy::{
         CgroupRules, KernelPolicy, MAX_EXEMPT_CGROUPS, MAX_NETS, MAX_PORT_ENTRIES, MAX_WEAK_SUITES,
         NetKey, NetValue,
@@ -24,6 +25,19 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> =
 /// Verdict/close notices and payload samples for user space.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Socket cookie -> the process that connected, sent or bound it.
+#[map]
+pub static SOCK_OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(MAX_SOCK_OWNERS, 0);
+
+/// Bound ports -> the process that bound them, for the sockets `accept` returns.
+#[map]
+pub static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// Established TCP connections -> the owners of their local ends.
+#[map]
+pub static FLOW_OWNERS: LruHashMap<FlowKey, FlowOwners> =
+    LruHashMap::with_max_entries(MAX_FLOW_OWNERS, 0);
 
 /// Per-CPU counters, indexed by [`Stat`].
 #[map]

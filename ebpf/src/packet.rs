@@ -4,7 +4,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::{bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_xdp_load_bytes,
+    },
     programs::{TcContext, XdpContext},
 };
 use sealwatch_common::parse::parse_ethernet;
@@ -25,6 +27,8 @@ pub trait Packet: EbpfContext {
     /// The cgroup id (v2) of the local socket a departing packet leaves, 0 when there is none
     /// (forwarded traffic) or the hook cannot tell. Arriving packets have no socket yet.
     fn departing_socket_cgroup(&self) -> u64;
+    /// The cookie of the local socket a departing packet leaves, 0 when there is none.
+    fn departing_socket_cookie(&self) -> u64;
 }
 
 impl Packet for TcContext {
@@ -61,6 +65,11 @@ impl Packet for TcContext {
         // SAFETY: the context pointer is valid; the helper returns 0 without a socket.
         unsafe { bpf_skb_cgroup_id(self.skb.skb) }
     }
+    #[inline(always)]
+    fn departing_socket_cookie(&self) -> u64 {
+        // SAFETY: as above; the helper returns 0 without a socket.
+        unsafe { bpf_get_socket_cookie(self.skb.skb as *mut c_void) }
+    }
 }
 
 impl Packet for XdpContext {
@@ -93,6 +102,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn departing_socket_cgroup(&self) -> u64 {
         // XDP programs have no helper that reads a socket's cgroup.
+        0
+    }
+    #[inline(always)]
+    fn departing_socket_cookie(&self) -> u64 {
+        // XDP sees arriving packets only.
         0
     }
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use aya_log_ebpf::debug;
 use sealwatch_common::{
     CLASSIFY_WINDOW, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
-    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, SAMPLE_HEADER_LEN},
+    event::{FlowNotice, HOOK_TC_EGRESS, KIND_CLOSE, KIND_SAMPLE, SAMPLE_HEADER_LEN},
     flow::{
         FLOW_CHECK_HELLO, FLOW_CLOSING, FLOW_DECIDING, FLOW_DROP, FLOW_PREAMBLE, FLOW_VERDICT,
         FlowState, PayloadStep, classified_bits, classify_context, client_side, conclude,
@@ -42,7 +42,16 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     };
     let state = match FLOWS.get_ptr_mut(&p.key) {
         Some(s) => s,
-        None => new_flow(p, &seen)?,
+        None => {
+            // A flow a local socket opens (a client's SYN, its first datagram) names the
+            // socket, and through it the process (`SOCK_OWNERS`).
+            let cookie = if hook == HOOK_TC_EGRESS {
+                pkt.departing_socket_cookie()
+            } else {
+                0
+            };
+            new_flow(p, &seen, cookie)?
+        }
     };
     // SAFETY: map values stay valid for the program's run; concurrent writers are other CPUs
     // updating the same flow, which is why counters and flags use atomics.
@@ -97,9 +106,11 @@ fn sample_limit() -> u32 {
 }
 
 #[inline(never)]
-fn new_flow(p: &Parsed, seen: &Seen) -> Result<*mut FlowState, Stat> {
+fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState, Stat> {
     let state = FlowState {
         first_ns: seen.now,
+        local_cookie,
+        local_side: p.side,
         ifindex: seen.ifindex,
         client_side: client_side(p.side, p.tcp_flags, p.sport, p.dport),
         ..FlowState::default()
