@@ -69,8 +69,18 @@ pub struct AnalyzeArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Interface to attach to (repeatable).
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    #[arg(
+        long = "iface",
+        value_name = "IF",
+        required_unless_present = "all_interfaces"
+    )]
     pub ifaces: Vec<String>,
+
+    /// Attach to every non-loopback interface, and to interfaces that appear later (pod
+    /// veths); let go of those that disappear. An interface that cannot be attached is
+    /// reported (`attach_failed`) and the others go on.
+    #[arg(long)]
+    pub all_interfaces: bool,
 
     /// Attach mode: `tc` watches ingress and egress with TC; `xdp` watches ingress with XDP
     /// (native, falling back to generic) and egress with TC.

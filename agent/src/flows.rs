@@ -262,6 +262,10 @@ impl<T: FlowTable> FlowTracker<T> {
         self
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub fn table_mut(&mut self) -> &mut T {
         &mut self.table
     }

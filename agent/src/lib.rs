@@ -8,6 +8,7 @@ pub mod deep;
 pub mod event;
 pub mod events;
 pub mod flows;
+pub mod links;
 pub mod offline;
 pub mod output;
 pub mod owners;

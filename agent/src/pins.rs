@@ -233,6 +233,19 @@ impl Pins {
             .map_err(|source| PinError::Pin { path, source })
     }
 
+    /// Removes the link pins of one interface (it went away): what they held is released.
+    pub fn release_links(&self, ifindex: u32) -> Result<(), PinError> {
+        for side in [Side::TcIngress, Side::XdpIngress, Side::TcEgress] {
+            let path = self.dir.join("links").join(side.pin_name(ifindex));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(())
+    }
+
     pub fn keeps_links(&self) -> bool {
         self.on_exit == OnExit::KeepEnforcing
     }

@@ -81,6 +81,8 @@ pub enum AttachError {
     Load(#[from] LoadError),
     #[error("interface {iface:?} does not exist")]
     NoSuchInterface { iface: String },
+    #[error("interface {iface:?} is attached already")]
+    AlreadyAttached { iface: String },
     #[error("cannot attach {program} to {iface}: {source}")]
     Attach {
         program: &'static str,
@@ -137,6 +139,14 @@ pub struct Programs {
     attachments: Vec<Attachment>,
     /// The links are pinned (`--on-exit keep-enforcing`): they outlive this value.
     pinned: bool,
+    /// Links this value owns, by interface, to let go of one interface.
+    held: std::collections::HashMap<u32, Vec<Held>>,
+}
+
+/// A link owned through its program (rather than a pin).
+enum Held {
+    Tc(&'static str, aya::programs::tc::SchedClassifierLinkId),
+    Xdp(aya::programs::xdp::XdpLinkId),
 }
 
 impl Programs {
@@ -211,6 +221,7 @@ impl Programs {
             ebpf,
             attachments: Vec::new(),
             pinned: false,
+            held: std::collections::HashMap::new(),
         })
     }
 
@@ -234,6 +245,11 @@ impl Programs {
             AttachMode::Tc => (TC_INGRESS, Side::TcIngress),
             AttachMode::Xdp => (XDP_INGRESS, Side::XdpIngress),
         };
+        if self.attachments.iter().any(|a| a.ifindex == ifindex) {
+            return Err(AttachError::AlreadyAttached {
+                iface: iface.to_owned(),
+            });
+        }
         let mut adopted = false;
         self.pinned |= pins.as_deref().is_some_and(Pins::keeps_links);
         for (program, side) in [(ingress, side), (TC_EGRESS, Side::TcEgress)] {
@@ -248,16 +264,25 @@ impl Programs {
                 None => None,
             };
             adopted |= taken.is_some();
-            match (taken, side) {
-                (Some(link), Side::TcIngress | Side::TcEgress) => self.adopt_tc(&at, link)?,
-                (Some(link), Side::XdpIngress) => self.adopt_xdp(&at, link)?,
+            let held = match (taken, side) {
+                (Some(link), Side::TcIngress | Side::TcEgress) => self.adopt_tc(&at, link),
+                (Some(link), Side::XdpIngress) => self.adopt_xdp(&at, link),
                 (None, Side::TcIngress) => {
-                    self.attach_tc(&at, TcAttachType::Ingress, pins.as_deref())?
+                    self.attach_tc(&at, TcAttachType::Ingress, pins.as_deref())
                 }
                 (None, Side::TcEgress) => {
-                    self.attach_tc(&at, TcAttachType::Egress, pins.as_deref())?
+                    self.attach_tc(&at, TcAttachType::Egress, pins.as_deref())
                 }
-                (None, Side::XdpIngress) => self.attach_xdp(&at, pins.as_deref())?,
+                (None, Side::XdpIngress) => self.attach_xdp(&at, pins.as_deref()),
+            };
+            match held {
+                Ok(Some(h)) => self.held.entry(ifindex).or_default().push(h),
+                Ok(None) => {}
+                Err(e) => {
+                    // Half an interface is no attachment: the side already attached goes too.
+                    self.release_links(ifindex, pins.as_deref());
+                    return Err(e);
+                }
             }
         }
         info!(
@@ -284,7 +309,7 @@ impl Programs {
         at: &Site<'_>,
         side: TcAttachType,
         pins: Option<&Pins>,
-    ) -> Result<(), AttachError> {
+    ) -> Result<Option<Held>, AttachError> {
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
         let id = prog.attach(at.iface, side).map_err(|e| at.attach_err(e))?;
         if let Some(pins) = pins.filter(|p| p.keeps_links()) {
@@ -292,11 +317,16 @@ impl Programs {
             let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
             pins.keep_link(at.ifindex, at.side, link)
                 .map_err(|e| at.pin_err(e))?;
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(Held::Tc(at.program, id)))
     }
 
-    fn attach_xdp(&mut self, at: &Site<'_>, pins: Option<&Pins>) -> Result<(), AttachError> {
+    fn attach_xdp(
+        &mut self,
+        at: &Site<'_>,
+        pins: Option<&Pins>,
+    ) -> Result<Option<Held>, AttachError> {
         let prog: &mut Xdp = program_mut(&mut self.ebpf, at.program)?;
         // Native first (veth, most cloud NICs); generic where the driver has no XDP support.
         let id = match prog.attach(at.iface, XdpMode::Driver) {
@@ -312,24 +342,55 @@ impl Programs {
             let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
             pins.keep_link(at.ifindex, at.side, link)
                 .map_err(|e| at.pin_err(e))?;
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(Held::Xdp(id)))
     }
 
     /// Swaps our program into a link a previous agent left (one `bpf_link_update`: every
     /// packet meets either its program or ours).
-    fn adopt_tc(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
+    fn adopt_tc(&mut self, at: &Site<'_>, link: FdLink) -> Result<Option<Held>, AttachError> {
         let link = SchedClassifierLink::try_from(link).map_err(|e| at.link_err(e))?;
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
-        prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
-        Ok(())
+        let id = prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
+        Ok(Some(Held::Tc(at.program, id)))
     }
 
-    fn adopt_xdp(&mut self, at: &Site<'_>, link: FdLink) -> Result<(), AttachError> {
+    fn adopt_xdp(&mut self, at: &Site<'_>, link: FdLink) -> Result<Option<Held>, AttachError> {
         let link = XdpLink::try_from(link).map_err(|e| at.link_err(e))?;
         let prog: &mut Xdp = program_mut(&mut self.ebpf, at.program)?;
-        prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
-        Ok(())
+        let id = prog.attach_to_link(link).map_err(|e| at.attach_err(e))?;
+        Ok(Some(Held::Xdp(id)))
+    }
+
+    /// Lets go of an interface (it went away, or its attach failed half way): our links on
+    /// it are closed and its pins removed, so nothing of ours stays on it.
+    pub fn release(&mut self, ifindex: u32, pins: Option<&Pins>) -> Option<Attachment> {
+        self.release_links(ifindex, pins);
+        let at = self.attachments.iter().position(|a| a.ifindex == ifindex)?;
+        Some(self.attachments.swap_remove(at))
+    }
+
+    fn release_links(&mut self, ifindex: u32, pins: Option<&Pins>) {
+        for held in self.held.remove(&ifindex).unwrap_or_default() {
+            let released = match held {
+                Held::Tc(program, id) => program_mut::<SchedClassifier>(&mut self.ebpf, program)
+                    .ok()
+                    .map(|p| p.detach(id)),
+                Held::Xdp(id) => program_mut::<Xdp>(&mut self.ebpf, XDP_INGRESS)
+                    .ok()
+                    .map(|p| p.detach(id)),
+            };
+            if let Some(Err(e)) = released {
+                // A device that went away took its links with it.
+                debug!(ifindex, error = %e, "link already gone");
+            }
+        }
+        if let Some(pins) = pins
+            && let Err(e) = pins.release_links(ifindex)
+        {
+            warn!(ifindex, error = %e, "cannot remove the pins of a released interface");
+        }
     }
 
     /// Loads the socket-owner programs and attaches them to the cgroup v2 root, where they see

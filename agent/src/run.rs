@@ -22,6 +22,7 @@ use crate::{
     event::{AgentEvent, Event},
     events::{KernelEvent, spawn_reader},
     flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
+    links::{LinkChange, LinkWatch},
     output::Output,
     owners::{Attributor, OwnerMaps},
     pins::{OnExit, PinError, Pins, build_id},
@@ -60,6 +61,8 @@ pub enum RunError {
     Policy(#[source] PolicyMapError),
     #[error("pinned programs: {0}")]
     Pins(#[source] PinError),
+    #[error("cannot follow interfaces (rtnetlink): {0}")]
+    Links(#[source] io::Error),
 }
 
 pub async fn run<W: Write>(
@@ -111,14 +114,26 @@ pub async fn run<W: Write>(
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
 
-    let attach = match args.attach {
-        AttachMode::Tc => "tc",
-        AttachMode::Xdp => "xdp",
-    };
     let mut attached = Vec::new();
     for iface in &args.ifaces {
         attached.push(programs.attach(iface, args.attach, pins.as_mut())?);
     }
+    let mut link_events = Vec::new();
+    let mut links = if args.all_interfaces {
+        let mut watch = LinkWatch::open().map_err(RunError::Links)?;
+        for change in watch.present().await.map_err(RunError::Links)? {
+            on_link(
+                &mut programs,
+                pins.as_mut(),
+                (args, mode),
+                change,
+                &mut link_events,
+            );
+        }
+        Some(watch)
+    } else {
+        None
+    };
     // Who owns each socket, recorded in the process that connects, sends or binds.
     match crate::policy::kernel::cgroup2_root() {
         Some(root) => {
@@ -134,13 +149,10 @@ pub async fn run<W: Write>(
         p.settle().map_err(RunError::Pins)?;
     }
     for a in attached {
-        let mut event = agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new());
-        if let Event::Agent(e) = &mut event {
-            e.mode = Some(mode);
-            e.on_exit = Some(args.on_exit.name());
-            e.adopted = a.adopted.then_some(true);
-        }
-        emit(&mut out, &event)?;
+        emit(&mut out, &attached_event(a, args, mode))?;
+    }
+    for e in link_events.drain(..) {
+        emit(&mut out, &e)?;
     }
 
     let timeouts = Timeouts {
@@ -177,6 +189,18 @@ pub async fn run<W: Write>(
                     next_cgroup_refresh = now.saturating_add(CGROUP_REFRESH.as_nanos() as u64);
                 }
             }
+                        Some(changes) = next_links(&mut links) => match changes {
+                Ok(changes) => {
+                    for change in changes {
+                        let mode = tracker.policy().mode().name();
+                        on_link(&mut programs, pins.as_mut(), (args, mode), change, &mut pending);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "interface watch failed: new interfaces are not attached any more");
+                    links = None;
+                }
+            },
             _ = sighup.recv() => {
                 policy_file.changed();
                 reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
@@ -265,6 +289,63 @@ fn reset_local_sockets(n: &sealwatch_common::event::FlowNotice) {
         ),
         Err(e) => debug!(error = %e, "cannot destroy a blocked flow's sockets"),
     }
+}
+
+/// `--all-interfaces`: attaches to an interface that appeared (not loopback, not twice) and
+/// lets go of one that went away. A failure is an event; the other interfaces go on.
+fn on_link(
+    programs: &mut Programs,
+    pins: Option<&mut Pins>,
+    (args, mode): (&RunArgs, &'static str),
+    change: LinkChange,
+    out: &mut Vec<Event>,
+) {
+    match change {
+        LinkChange::Up { loopback: true, .. } => {}
+        LinkChange::Up { index, name, .. } => {
+            if programs.attachments().iter().any(|a| a.ifindex == index) {
+                return;
+            }
+            match programs.attach(&name, args.attach, pins) {
+                Ok(a) => out.push(attached_event(a, args, mode)),
+                Err(e) => {
+                    warn!(iface = %name, error = %e, "cannot attach; the other interfaces go on");
+                    let mut event = agent_event("attach_failed", Some(name), None, BTreeMap::new());
+                    if let Event::Agent(a) = &mut event {
+                        a.error = Some(e.to_string());
+                    }
+                    out.push(event);
+                }
+            }
+        }
+        LinkChange::Gone { index, name } => {
+            if programs.release(index, pins.as_deref()).is_some() {
+                info!(iface = %name, "interface gone: detached");
+                out.push(agent_event("detached", Some(name), None, BTreeMap::new()));
+            }
+        }
+    }
+}
+
+async fn next_links(watch: &mut Option<LinkWatch>) -> Option<io::Result<Vec<LinkChange>>> {
+    match watch {
+        Some(w) => Some(w.next().await),
+        None => std::future::pending().await,
+    }
+}
+
+fn attached_event(a: crate::programs::Attachment, args: &RunArgs, mode: &'static str) -> Event {
+    let attach = match args.attach {
+        AttachMode::Tc => "tc",
+        AttachMode::Xdp => "xdp",
+    };
+    let mut event = agent_event("attached", Some(a.iface), Some(attach), BTreeMap::new());
+    if let Event::Agent(e) = &mut event {
+        e.mode = Some(mode);
+        e.on_exit = Some(args.on_exit.name());
+        e.adopted = a.adopted.then_some(true);
+    }
+    event
 }
 
 fn emit<W: Write>(out: &mut Output<W>, event: &Event) -> Result<(), RunError> {
