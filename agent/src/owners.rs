@@ -81,6 +81,77 @@ impl OwnerMaps {
         ends
     }
 
+    /// Sockets that existed before the agent started were never seen by the kernel programs:
+    /// files them now, from /proc, without replacing what the programs recorded meanwhile.
+    /// Each socket is duplicated from its process (`pidfd_getfd`) to ask the kernel its cookie,
+    /// namespace and port, so a pre-existing server's accepted connections are attributed
+    /// exactly like a new one's. Returns how many sockets were filed.
+    pub fn seed_from_proc(&mut self) -> usize {
+        let mut filed = 0;
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() {
+                continue;
+            }
+            filed += self.seed_process(pid);
+        }
+        filed
+    }
+
+    fn seed_process(&mut self, pid: u32) -> usize {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return 0;
+        };
+        let sockets: Vec<i32> = fds
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        if sockets.is_empty() {
+            return 0;
+        }
+        let Some(owner) = proc_owner(pid) else {
+            return 0;
+        };
+        let Some(pidfd) = pidfd_open(pid) else {
+            return 0;
+        };
+        let mut filed = 0;
+        for fd in sockets {
+            let Some(sock) = pidfd_getfd(&pidfd, fd) else {
+                continue;
+            };
+            let Some(info) = socket_info(&sock) else {
+                continue;
+            };
+            let owner = Owner {
+                netns: info.netns,
+                ..owner
+            };
+            const NOEXIST: u64 = 1;
+            if self.sockets.insert(info.cookie, owner, NOEXIST).is_ok() {
+                filed += 1;
+            }
+            if info.serving {
+                let key = ListenKey::new(info.netns, info.proto, info.port);
+                let _ = self.listeners.insert(key, owner, NOEXIST);
+            }
+        }
+        filed
+    }
+
     /// Forgets a flow that ended: its key may be reused by an unrelated connection.
     pub fn forget(&mut self, key: &FlowKey) {
         let _ = self.flows.remove(key);
@@ -259,25 +330,145 @@ fn interface_addrs() -> HashSet<IpAddr> {
     out
 }
 
+/// What the kernel programs would have recorded for a process: pid, uid, cgroup, comm.
+fn proc_owner(pid: u32) -> Option<Owner> {
+    let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+    let mut comm = [0u8; 16];
+    let name = name.trim_end_matches('\n').as_bytes();
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    Some(Owner {
+        tgid: pid,
+        uid,
+        cgroup_id: proc_cgroup_id(pid).unwrap_or(0),
+        netns: 0,
+        comm,
+    })
+}
+
+/// The cgroup v2 id of a process: the inode of its cgroup's directory.
+fn proc_cgroup_id(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let root = crate::policy::kernel::cgroup2_root()?;
+    let dir = root.join(path.trim_start_matches('/'));
+    Some(std::fs::metadata(dir).ok()?.ino())
+}
+
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open(2) with no flags; the result is a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    // SAFETY: a fresh descriptor.
+    (fd >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_getfd(pidfd: &std::os::fd::OwnedFd, fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd(2) duplicates `fd` of the process into ours; we own the result.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    // SAFETY: a fresh descriptor.
+    (dup >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(dup as i32) })
+}
+
+/// An inet socket as the kernel programs key it.
+struct SocketInfo {
+    cookie: u64,
+    netns: u64,
+    proto: u8,
+    port: u16,
+    /// A TCP listener or a bound, unconnected UDP socket: it serves a port.
+    serving: bool,
+}
+
+fn socket_info(sock: &std::os::fd::OwnedFd) -> Option<SocketInfo> {
+    use std::os::fd::AsRawFd;
+    const SO_COOKIE: libc::c_int = 57;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let fd = sock.as_raw_fd();
+    let domain = getsockopt::<libc::c_int>(fd, libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return None;
+    }
+    let proto = getsockopt::<libc::c_int>(fd, libc::SO_PROTOCOL)?;
+    let proto = u8::try_from(proto).ok()?;
+    // SAFETY: a zeroed sockaddr_storage is valid; getsockname fills at most `len` bytes.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    if unsafe {
+        libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return None;
+    }
+    // sin_port and sin6_port sit at the same offset, in network order.
+    // SAFETY: the storage holds a sockaddr_in or sockaddr_in6, both with the port first.
+    let port = u16::from_be(unsafe {
+        (*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port
+    });
+    let listening = getsockopt::<libc::c_int>(fd, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    let serving =
+        listening || (i32::from(proto) == libc::IPPROTO_UDP && port != 0 && !connected(fd));
+    Some(SocketInfo {
+        cookie: getsockopt::<u64>(fd, SO_COOKIE)?,
+        netns: getsockopt::<u64>(fd, SO_NETNS_COOKIE).unwrap_or(0),
+        proto,
+        port,
+        serving,
+    })
+}
+
+fn connected(fd: i32) -> bool {
+    // SAFETY: as in `socket_info`.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above.
+    unsafe {
+        libc::getpeername(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) == 0
+    }
+}
+
+fn getsockopt<T: Copy + Default>(fd: i32, opt: libc::c_int) -> Option<T> {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is writable for `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
+}
+
 /// SO_NETNS_COOKIE of any socket here: the cookie the kernel programs see for this namespace.
 fn netns_cookie() -> Option<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
     let sock = std::net::UdpSocket::bind("127.0.0.1:0")
         .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
         .ok()?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: a valid socket, and a buffer of the size we pass.
-    let rc = unsafe {
-        libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cookie)
+    getsockopt(std::os::fd::AsRawFd::as_raw_fd(&sock), SO_NETNS_COOKIE)
 }
 
 /// `comm` as text.

@@ -143,7 +143,12 @@ pub async fn run<W: Write>(
         }
         None => warn!("no cgroup v2 mount: flows are not attributed to processes"),
     }
-    let owners = OwnerMaps::take(&mut programs)?;
+    let mut owners = OwnerMaps::take(&mut programs)?;
+    let seeded = owners.seed_from_proc();
+    info!(
+        sockets = seeded,
+        "sockets older than the agent attributed from /proc"
+    );
     // Only now that ours are in place: the previous agent's leftovers go.
     if let Some(p) = &mut pins {
         p.settle().map_err(RunError::Pins)?;
