@@ -360,11 +360,33 @@ pub struct AgentEvent {
     pub error: Option<String>,
 }
 
+/// `event: "service"`: a port a process on this host serves (TCP listen, bound UDP), once
+/// when it is first seen: the inventory `report` names a plaintext server's owner from, even
+/// when none of its flows is active.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceEvent {
+    pub event: &'static str,
+    pub time: String,
+    #[serde(rename = "network.transport")]
+    pub transport: &'static str,
+    #[serde(rename = "server.port")]
+    pub port: u16,
+    /// The network namespace (its cookie): on a Kubernetes node, one per pod.
+    #[serde(rename = "sealwatch.netns")]
+    pub netns: u64,
+    /// Whether it serves in the agent's own network namespace.
+    #[serde(rename = "sealwatch.local_netns")]
+    pub local_netns: bool,
+    #[serde(flatten)]
+    pub owner: Attribution,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Flow(Box<FlowEvent>),
     Agent(AgentEvent),
+    Service(ServiceEvent),
 }
 
 #[cfg(test)]

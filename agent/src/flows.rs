@@ -130,6 +130,8 @@ pub trait Attribute {
     ) -> Attribution;
     /// The flow ended: its key may come back as another connection.
     fn forget(&mut self, key: &FlowKey);
+    /// `service` events for ports bound since the last call.
+    fn services(&mut self, time: &str, out: &mut Vec<Event>);
 }
 
 /// The kernel's decision on a flow, as its notices and table entry tell it.
@@ -260,6 +262,13 @@ impl<T: FlowTable> FlowTracker<T> {
     pub fn with_sample_budget(mut self, bytes: u64) -> FlowTracker<T> {
         self.sample_budget = bytes;
         self
+    }
+
+    /// The service inventory's news (see [`Attribute::services`]); nothing without attribution.
+    pub fn services(&mut self, time: &str, out: &mut Vec<Event>) {
+        if let Some(a) = &mut self.attribute {
+            a.services(time, out);
+        }
     }
 
     pub fn policy(&self) -> &Policy {

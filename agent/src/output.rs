@@ -82,6 +82,21 @@ fn text(event: &Event) -> String {
     match event {
         Event::Flow(f) => flow_text(f),
         Event::Agent(a) => agent_text(a),
+        Event::Service(s) => {
+            let who = &s.owner.local;
+            format!(
+                "{} service   {}/{} pid={} exe={}{}",
+                s.time,
+                s.transport,
+                s.port,
+                who.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                who.executable.as_deref().unwrap_or("?"),
+                who.container_id
+                    .as_deref()
+                    .map(|c| format!(" container={}", &c[..c.len().min(12)]))
+                    .unwrap_or_default()
+            )
+        }
     }
 }
 

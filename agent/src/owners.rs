@@ -152,6 +152,19 @@ impl OwnerMaps {
         filed
     }
 
+    /// Bound ports not listed before, with their owners.
+    fn new_listeners(&mut self, seen: &mut HashSet<ListenKey>) -> Vec<(ListenKey, Owner)> {
+        let mut fresh = Vec::new();
+        for key in self.listeners.keys().flatten() {
+            if seen.insert(key)
+                && let Ok(owner) = self.listeners.get(&key, 0)
+            {
+                fresh.push((key, owner));
+            }
+        }
+        fresh
+    }
+
     /// Forgets a flow that ended: its key may be reused by an unrelated connection.
     pub fn forget(&mut self, key: &FlowKey) {
         let _ = self.flows.remove(key);
@@ -162,6 +175,8 @@ impl OwnerMaps {
 pub struct Attributor {
     maps: OwnerMaps,
     processes: std::collections::HashMap<(u32, [u8; 16]), Process>,
+    /// Services already listed.
+    services: HashSet<ListenKey>,
 }
 
 /// What /proc said about a process while it ran (nothing once it has exited).
@@ -180,6 +195,38 @@ impl Attributor {
         Attributor {
             maps,
             processes: std::collections::HashMap::new(),
+            services: HashSet::new(),
+        }
+    }
+
+    /// `service` events for ports bound since the last call (all of them, the first time).
+    fn list_services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) {
+        let local = self.maps.netns;
+        let mut tables = SocketTables::default();
+        for (key, owner) in self.maps.new_listeners(&mut self.services) {
+            if owner.tgid == std::process::id() || !tables.serves(owner.tgid, key.proto, key.port) {
+                // A client that bound its port (curl --local-port), an ephemeral UDP socket:
+                // not a service.
+                continue;
+            }
+            let transport = match key.proto {
+                sealwatch_common::net::IPPROTO_TCP => "tcp",
+                sealwatch_common::net::IPPROTO_UDP => "udp",
+                _ => continue,
+            };
+            out.push(crate::event::Event::Service(crate::event::ServiceEvent {
+                event: "service",
+                time: time.to_owned(),
+                transport,
+                port: key.port,
+                netns: key.netns,
+                local_netns: Some(key.netns) == local,
+                owner: Attribution {
+                    local_side: Some("server"),
+                    local: self.describe(&owner),
+                    peer: Party::default(),
+                },
+            }));
         }
     }
 
@@ -230,6 +277,10 @@ impl crate::flows::Attribute for Attributor {
 
     fn forget(&mut self, key: &FlowKey) {
         self.maps.forget(key);
+    }
+
+    fn services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) {
+        self.list_services(time, out);
     }
 }
 
@@ -328,6 +379,73 @@ fn interface_addrs() -> HashSet<IpAddr> {
     // SAFETY: the list came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     out
+}
+
+/// Lowest port of the default ephemeral range: UDP sockets bound at or above it are taken for
+/// clients.
+const EPHEMERAL_PORTS: u16 = 32768;
+
+/// The socket tables of the namespaces processes are in (`/proc/PID/net/...`), read once per
+/// scan and namespace.
+#[derive(Default)]
+struct SocketTables {
+    /// netns inode -> (proto, port) served there.
+    by_netns: std::collections::HashMap<u64, HashSet<(u8, u16)>>,
+}
+
+impl SocketTables {
+    /// Whether `pid`'s namespace has a TCP listener, or an unconnected UDP socket on a
+    /// non-ephemeral port, on `port`.
+    fn serves(&mut self, pid: u32, proto: u8, port: u16) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()) else {
+            return false;
+        };
+        let served = self.by_netns.entry(ns).or_insert_with(|| served_ports(pid));
+        served.contains(&(proto, port))
+    }
+}
+
+fn served_ports(pid: u32) -> HashSet<(u8, u16)> {
+    let mut out = HashSet::new();
+    for (file, proto) in [
+        ("tcp", sealwatch_common::net::IPPROTO_TCP),
+        ("tcp6", sealwatch_common::net::IPPROTO_TCP),
+        ("udp", sealwatch_common::net::IPPROTO_UDP),
+        ("udp6", sealwatch_common::net::IPPROTO_UDP),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        out.extend(
+            served_in_table(&text, proto == sealwatch_common::net::IPPROTO_TCP)
+                .into_iter()
+                .map(|port| (proto, port)),
+        );
+    }
+    out
+}
+
+/// Ports served in one `/proc/net/{tcp,udp}[6]` table: TCP in state LISTEN (0A); UDP with no
+/// remote end (state 07, remote port 0) below the ephemeral range.
+fn served_in_table(text: &str, tcp: bool) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let remote = cols.next()?;
+            let state = cols.next()?;
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            let remote_port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            let serves = if tcp {
+                state == "0A"
+            } else {
+                state == "07" && remote_port == 0 && port < EPHEMERAL_PORTS
+            };
+            serves.then_some(port)
+        })
+        .collect()
 }
 
 /// What the kernel programs would have recorded for a process: pid, uid, cgroup, comm.
@@ -492,6 +610,21 @@ mod tests {
         let line = command_line(&long).expect("line");
         assert_eq!(line.len(), MAX_COMMAND_LINE);
         assert!(line.ends_with("..."));
+    }
+
+    #[test]
+    fn services_are_listeners_and_unconnected_udp_below_the_ephemeral_range() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 41870 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:A8C2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 51237 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(served_in_table(tcp, true), vec![8080]);
+        let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 22110 2 0000000000000000 0
+  101: 0100007F:D431 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 22111 2 0000000000000000 0
+  102: 0200000A:0035 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 22112 2 0000000000000000 0
+";
+        assert_eq!(served_in_table(udp, false), vec![5353]);
     }
 
     #[test]

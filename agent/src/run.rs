@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(250);
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How often the cgroups of processes that exclusions name are looked up again.
 const CGROUP_REFRESH: Duration = Duration::from_secs(2);
+/// How often newly bound ports are listed as `service` events.
+const SERVICE_SCAN: Duration = Duration::from_secs(5);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
 const EVENT_QUEUE: usize = 4096;
 
@@ -170,6 +172,7 @@ pub async fn run<W: Write>(
         .with_kernel_enforcement()
         .with_attribution(Box::new(Attributor::new(owners)));
     let mut next_cgroup_refresh = monotonic_ns();
+    let mut next_services = monotonic_ns();
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_sweep = monotonic_ns();
@@ -188,6 +191,10 @@ pub async fn run<W: Write>(
                 if policy_file.changed() {
                     info!("policy file changed: reloading");
                     reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
+                }
+                                if now >= next_services {
+                    tracker.services(&rfc3339(SystemTime::now()), &mut pending);
+                    next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
                     refresh_cgroups(&mut kernel_policy, &compiled);
