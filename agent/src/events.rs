@@ -6,7 +6,10 @@ use std::os::fd::AsRawFd;
 
 use aya::maps::{MapData, RingBuf};
 use sealwatch_common::{
-    event::{FlowNotice, KIND_CLOSE, KIND_SAMPLE, KIND_VERDICT, PayloadSample, SAMPLE_HEADER_LEN},
+    event::{
+        FlowNotice, KIND_CLOSE, KIND_DROP, KIND_SAMPLE, KIND_VERDICT, PayloadSample,
+        SAMPLE_HEADER_LEN,
+    },
     flow::FlowKey,
 };
 use tokio::{
@@ -57,7 +60,7 @@ pub enum DecodeError {
 pub fn decode(record: &[u8]) -> Result<KernelEvent, DecodeError> {
     let kind = *record.first().ok_or(DecodeError::Empty)?;
     match kind {
-        KIND_VERDICT | KIND_CLOSE => {
+        KIND_VERDICT | KIND_CLOSE | KIND_DROP => {
             read_record::<FlowNotice>(kind, record).map(KernelEvent::Notice)
         }
         KIND_SAMPLE => decode_sample(record).map(KernelEvent::Sample),
@@ -202,14 +205,16 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_verdict_notice() {
-        let Ok(KernelEvent::Notice(n)) = decode(&notice_bytes(KIND_VERDICT)) else {
-            panic!("not decoded as a notice");
-        };
-        assert_eq!(
-            (n.kind, n.ifindex, n.ts_ns, n.key.port_hi),
-            (KIND_VERDICT, 7, 42, 40000)
-        );
+    fn decodes_every_notice_kind() {
+        for kind in [KIND_VERDICT, KIND_CLOSE, KIND_DROP] {
+            let Ok(KernelEvent::Notice(n)) = decode(&notice_bytes(kind)) else {
+                panic!("kind {kind} not decoded as a notice");
+            };
+            assert_eq!(
+                (n.kind, n.ifindex, n.ts_ns, n.key.port_hi),
+                (kind, 7, 42, 40000)
+            );
+        }
     }
 
     #[test]

@@ -317,11 +317,15 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Enforce mode started dropping a flow after its verdict (a weak ServerHello, a preamble
     /// that sent data instead of upgrading). A flow not reported yet carries the drop in its
-    /// report; one already reported gets a `drop` event.
+    /// report, at once if its verdict was held; one already reported gets a `drop` event.
     fn on_drop(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
         let tracked = self.flows.entry(n.key).or_default();
         tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
         if !tracked.reported {
+            // A held verdict is settled: no more bytes of the flow get through to be sampled.
+            if let Some((held, _)) = tracked.pending {
+                self.report(&held, out);
+            }
             return;
         }
         let Some(findings) = tracked.verdict.clone() else {
@@ -342,7 +346,8 @@ impl<T: FlowTable> FlowTracker<T> {
     }
 
     /// Payload samples feed deeper parsing (TLS details, STARTTLS, unnamed flows) until the
-    /// flow is reported; a held verdict they settle is reported at once.
+    /// flow is reported; a held verdict they settle is reported at once, unless the kernel is
+    /// dropping the flow on the packet sampled (see [`FlowTracker::kernel_drop_expected`]).
     pub fn on_sample(&mut self, s: &Sample, out: &mut Vec<Event>) {
         self.stats.samples += 1;
         self.stats.sample_bytes += s.data.len() as u64;
@@ -355,10 +360,33 @@ impl<T: FlowTable> FlowTracker<T> {
             .get_or_insert_with(|| Box::new(Streams::new(s.key.proto == IPPROTO_TCP)))
             .add(s);
         if let Some((n, _)) = tracked.pending
-            && let (findings, Settled::Yes) = self.examine(&s.key, &n)
+            && let (mut findings, Settled::Yes) = self.examine(&s.key, &n)
         {
-            self.report_findings(&n, findings, out);
+            self.read_handshake(&n, &mut findings);
+            if !self.kernel_drop_expected(&n, &findings) {
+                self.report_read(&n, findings, out);
+            }
         }
+    }
+
+    /// Whether the kernel is about to drop a flow whose held verdict this sample settled: the
+    /// policy forbids what the bytes show (a ServerHello below the minimum version, a preamble
+    /// that sent data) and the kernel enforces it, but no drop was noticed yet. The kernel
+    /// drops on the very packet sampled, and its drop notice follows the sample in the ring:
+    /// the report waits for it (or for the deadline), so it does not say `alert` for a flow
+    /// that was dropped.
+    fn kernel_drop_expected(&mut self, n: &FlowNotice, findings: &Findings) -> bool {
+        if !self.kernel_enforces {
+            return false;
+        }
+        let kernel = self.flows.get(&n.key).map_or(Kernel::of_notice(n), |t| {
+            t.kernel.merge(Kernel::of_notice(n))
+        });
+        if kernel.action == ACTION_DROP || kernel.action == ACTION_EXCLUDED {
+            return false;
+        }
+        let (_, decision) = self.draft_event(&n.key, n.client_side, findings, (n.ifindex, n.ts_ns));
+        decision.action == Action::Drop
     }
 
     /// Reports held verdicts whose deadline has passed. Inline: `analyze` calls it for every
@@ -414,9 +442,18 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Reports a flow with what deep parsing found (already examined by the caller).
     fn report_findings(&mut self, n: &FlowNotice, mut findings: Findings, out: &mut Vec<Event>) {
+        self.read_handshake(n, &mut findings);
+        self.report_read(n, findings, out);
+    }
+
+    fn read_handshake(&self, n: &FlowNotice, findings: &mut Findings) {
         if let Some(streams) = self.flows.get(&n.key).and_then(|t| t.streams.as_deref()) {
             findings.read_handshake(streams, Endpoints::client_index(n.client_side));
         }
+    }
+
+    /// [`FlowTracker::report_findings`] once the handshake is read.
+    fn report_read(&mut self, n: &FlowNotice, findings: Findings, out: &mut Vec<Event>) {
         let attribution = match &mut self.attribute {
             Some(a) => Some(a.attribute(&n.key, n.client_side, self.table.get(&n.key).as_ref())),
             None => None,
@@ -635,8 +672,48 @@ impl<T: FlowTable> FlowTracker<T> {
         client_side: u8,
         findings: &Findings,
         kernel: Kernel,
-        (ifindex, ts_ns): (u32, u64),
+        at: (u32, u64),
     ) -> FlowEvent {
+        let (mut event, decision) = self.draft_event(key, client_side, findings, at);
+        let action = match (decision.action, kernel.action) {
+            (_, ACTION_DROP) => Action::Drop,
+            // Process and pod exclusions are matched in the kernel (by cgroup) only.
+            (Action::Excluded, _) => Action::Excluded,
+            (_, ACTION_EXCLUDED) => {
+                event.exclusion = self.policy.exclusion_name(usize::from(kernel.rule));
+                Action::Excluded
+            }
+            // Forbidden, but the kernel let it through (north-south, a ServerHello it could not
+            // read): say so as an alert, never as a drop that did not happen.
+            (Action::Drop, _) if self.kernel_enforces => Action::Alert,
+            (a, _) => a,
+        };
+        event.action = action.name();
+        event.direction = if decision.east_west {
+            "east-west"
+        } else {
+            "north-south"
+        };
+        if decision.excluded_by.is_some() {
+            event.exclusion = decision.excluded_by;
+        }
+        // A version the handshake parser found fine but the policy's minimum does not.
+        if let Some(reason) = decision.below_min_tls
+            && !event.weak.iter().any(|w| w.starts_with("tls<"))
+        {
+            event.weak.push(reason);
+        }
+        event
+    }
+
+    /// A flow's event before its action, and the policy's decision on it.
+    fn draft_event(
+        &mut self,
+        key: &FlowKey,
+        client_side: u8,
+        findings: &Findings,
+        (ifindex, ts_ns): (u32, u64),
+    ) -> (FlowEvent, crate::policy::Decision) {
         let time = self.time(ts_ns);
         let interface = match (&self.interface, self.ifnames.entry(ifindex)) {
             (Some(name), _) => name.clone(),
@@ -670,35 +747,7 @@ impl<T: FlowTable> FlowTracker<T> {
             tls_version: event.tls_version,
             weak: !event.weak.is_empty(),
         });
-        let action = match (decision.action, kernel.action) {
-            (_, ACTION_DROP) => Action::Drop,
-            // Process and pod exclusions are matched in the kernel (by cgroup) only.
-            (Action::Excluded, _) => Action::Excluded,
-            (_, ACTION_EXCLUDED) => {
-                event.exclusion = self.policy.exclusion_name(usize::from(kernel.rule));
-                Action::Excluded
-            }
-            // Forbidden, but the kernel let it through (north-south, a ServerHello it could not
-            // read): say so as an alert, never as a drop that did not happen.
-            (Action::Drop, _) if self.kernel_enforces => Action::Alert,
-            (a, _) => a,
-        };
-        event.action = action.name();
-        event.direction = if decision.east_west {
-            "east-west"
-        } else {
-            "north-south"
-        };
-        if decision.excluded_by.is_some() {
-            event.exclusion = decision.excluded_by;
-        }
-        // A version the handshake parser found fine but the policy's minimum does not.
-        if let Some(reason) = decision.below_min_tls
-            && !event.weak.iter().any(|w| w.starts_with("tls<"))
-        {
-            event.weak.push(reason);
-        }
-        event
+        (event, decision)
     }
 }
 
@@ -998,6 +1047,108 @@ mod tests {
             flows(&out).iter().filter(|f| f.event == "flow.end").count(),
             1
         );
+    }
+
+    /// A plaintext SMTP session in enforce mode: the kernel's verdict notice (held open for a
+    /// STARTTLS that may come), then the samples of its preamble and of the `MAIL FROM` the
+    /// kernel drops. With a 20-byte sample budget the client's samples settle it: plaintext.
+    fn smtp_without_starttls(
+        mode: crate::policy::file::Mode,
+    ) -> (FlowTracker<FakeTable>, FlowNotice, u64) {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let state = FlowState {
+            flags: FLOW_VERDICT,
+            verdict_ns: now,
+            protocol: Protocol::Smtp as u8,
+            encryption: Encryption::Plaintext as u8,
+            client_side: 1,
+            ..FlowState::default()
+        };
+        let policy = Policy::new(crate::policy::PolicyFile {
+            mode,
+            ..crate::policy::PolicyFile::default()
+        });
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS)
+            .with_policy(std::sync::Arc::new(policy))
+            .with_kernel_enforcement()
+            .with_sample_budget(20);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        let verdict = notice(KIND_VERDICT, k, &state);
+        t.on_notice(&verdict, now, &mut out);
+        let mut offsets = [0u32; 2];
+        for (side, data) in [
+            (0u8, &b"220 mx ESMTP\r\n"[..]),
+            (1, b"EHLO client\r\n"),
+            (0, b"250-mx\r\n250 STARTTLS\r\n"),
+            (1, b"MAIL FROM:<a@b>\r\n"),
+        ] {
+            let offset = &mut offsets[usize::from(side)];
+            t.on_sample(
+                &Sample {
+                    key: k,
+                    side,
+                    ifindex: 1,
+                    seq: 1000 + *offset,
+                    offset: *offset,
+                    ts_ns: now,
+                    payload_len: data.len() as u32,
+                    data: data.to_vec(),
+                },
+                &mut out,
+            );
+            *offset += data.len() as u32;
+        }
+        assert!(out.is_empty(), "{}", out.len());
+        (t, verdict, now)
+    }
+
+    #[test]
+    fn a_verdict_the_kernel_is_dropping_is_reported_with_the_drop() {
+        use crate::policy::file::Mode;
+
+        let (mut t, verdict, now) = smtp_without_starttls(Mode::Enforce);
+        let mut out = Vec::new();
+        let mut drop = verdict;
+        drop.kind = KIND_DROP;
+        drop.action = ACTION_DROP;
+        t.on_notice(&drop, now, &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1, "one event: the report carries the drop");
+        assert_eq!(
+            (f[0].event, f[0].protocol, f[0].encryption, f[0].action),
+            ("flow", "smtp", "plaintext", "drop")
+        );
+
+        // No drop notice by the deadline: the kernel let it through after all.
+        let (mut t, _, now) = smtp_without_starttls(Mode::Enforce);
+        let mut out = Vec::new();
+        t.flush_pending(now + HOLD_NS, &mut out);
+        assert_eq!(flows(&out)[0].action, "alert");
+
+        // Monitor mode: nothing to wait for.
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS)
+            .with_kernel_enforcement()
+            .with_sample_budget(20);
+        let k = key(IPPROTO_TCP);
+        let mut out = Vec::new();
+        t.on_notice(&verdict, now, &mut out);
+        t.on_sample(
+            &Sample {
+                key: k,
+                side: 1,
+                ifindex: 1,
+                seq: 1000,
+                offset: 0,
+                ts_ns: now,
+                payload_len: 30,
+                data: b"EHLO client\r\nMAIL FROM:<a@b>\r\n".to_vec(),
+            },
+            &mut out,
+        );
+        assert_eq!(flows(&out).len(), 1, "reported when the sample settles it");
+        assert_eq!(flows(&out)[0].action, "alert");
     }
 
     #[test]

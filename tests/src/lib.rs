@@ -24,6 +24,9 @@ use std::os::unix::process::CommandExt as _;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+/// How long the agent may take to load, verify and attach its programs.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Every lab namespace starts with this, followed by the owning process id.
 const NS_PREFIX: &str = "swlab-";
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -372,7 +375,9 @@ impl Lab {
             reader: Some(reader),
             stderr: Some(stderr),
         };
-        agent.wait_for(Duration::from_secs(20), |evs| {
+        // Loading verifies every program: 12-13 s on an idle 2-CPU machine, over 20 s while
+        // builds compete for the CPUs.
+        agent.wait_for(ATTACH_TIMEOUT, |evs| {
             evs.iter()
                 .any(|e| e["event"] == "agent" && e["sealwatch.agent.state"] == "attached")
         })?;
