@@ -41,6 +41,15 @@ const XDP_INGRESS: &str = "xdp_ingress";
 const TC_ENFORCE_INGRESS: &str = "tc_enforce_ingress";
 const TC_ENFORCE_EGRESS: &str = "tc_enforce_egress";
 const XDP_ENFORCE: &str = "xdp_enforce";
+/// The packet programs, verified at load.
+const OBSERVE_AND_ENFORCE: [&str; 6] = [
+    TC_INGRESS,
+    TC_EGRESS,
+    XDP_INGRESS,
+    TC_ENFORCE_INGRESS,
+    TC_ENFORCE_EGRESS,
+    XDP_ENFORCE,
+];
 /// Socket-owner programs (see `ebpf/src/owner.rs`), on the cgroup v2 root.
 const OWNER_SOCK_ADDR: [&str; 4] = [
     "owner_connect4",
@@ -121,6 +130,9 @@ pub struct LoadOptions {
     pub flow_capacity: u32,
     /// aya-log level for kernel log statements (0 = off, 4 = debug).
     pub kernel_log_level: u8,
+    /// The ingress hook the agent attaches with: only its programs are verified (each
+    /// observer takes seconds of verifier time). `None`: all of them (kernel tests).
+    pub ingress: Option<AttachMode>,
 }
 
 /// One interface's attachments, for reporting.
@@ -179,27 +191,49 @@ impl Programs {
                 LoadError::Object(e)
             }
         })?;
-        for program in [TC_INGRESS, TC_EGRESS] {
-            let prog: &mut SchedClassifier = program_mut(&mut ebpf, program)?;
-            prog.load()
-                .map_err(|source| LoadError::Program { program, source })?;
-        }
-        for program in [XDP_INGRESS, XDP_ENFORCE] {
-            let xdp: &mut Xdp = program_mut(&mut ebpf, program)?;
-            xdp.load()
-                .map_err(|source| LoadError::Program { program, source })?;
-        }
-        for program in [TC_ENFORCE_INGRESS, TC_ENFORCE_EGRESS] {
-            let prog: &mut SchedClassifier = program_mut(&mut ebpf, program)?;
-            prog.load()
-                .map_err(|source| LoadError::Program { program, source })?;
+        // Verification is most of an agent's start (seconds per observer): the programs are
+        // verified side by side, one thread each, and each one's time is logged (debug).
+        let tc_ingress = opts.ingress != Some(AttachMode::Xdp);
+        let xdp = opts.ingress != Some(AttachMode::Tc);
+        let wanted = |name: &str| match name {
+            TC_INGRESS | TC_ENFORCE_INGRESS => tc_ingress,
+            TC_EGRESS | TC_ENFORCE_EGRESS => true,
+            XDP_INGRESS | XDP_ENFORCE => xdp,
+            _ => false,
+        };
+        let results: Vec<(&'static str, Result<(), ProgramError>)> = std::thread::scope(|s| {
+            let running: Vec<_> = ebpf
+                .programs_mut()
+                .filter(|(name, _)| wanted(name))
+                .filter_map(|(name, prog)| {
+                    let name = OBSERVE_AND_ENFORCE.into_iter().find(|p| *p == name)?;
+                    Some((name, s.spawn(move || verify(name, prog))))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, handle)| {
+                    let result = handle.join().unwrap_or_else(|_| {
+                        Err(ProgramError::IOError(io::Error::other(
+                            "verifier thread panicked",
+                        )))
+                    });
+                    (name, result)
+                })
+                .collect()
+        });
+        for (program, result) in results {
+            result.map_err(|source| LoadError::Program { program, source })?;
         }
         // The observers tail-call the enforce programs through these arrays.
-        for (map, program) in [
-            (ENFORCE_TC_INGRESS_MAP, TC_ENFORCE_INGRESS),
-            (ENFORCE_TC_EGRESS_MAP, TC_ENFORCE_EGRESS),
-            (ENFORCE_XDP_MAP, XDP_ENFORCE),
-        ] {
+        for (map, program, _) in [
+            (ENFORCE_TC_INGRESS_MAP, TC_ENFORCE_INGRESS, tc_ingress),
+            (ENFORCE_TC_EGRESS_MAP, TC_ENFORCE_EGRESS, true),
+            (ENFORCE_XDP_MAP, XDP_ENFORCE, xdp),
+        ]
+        .into_iter()
+        .filter(|(_, _, on)| *on)
+        {
             let fd = ebpf
                 .program(program)
                 .ok_or(LoadError::MissingProgram(program))?
@@ -490,6 +524,22 @@ impl Drop for Programs {
             info!(iface = %a.iface, "{what}");
         }
     }
+}
+
+/// Loads (verifies) one packet program.
+fn verify(name: &'static str, prog: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    let started = std::time::Instant::now();
+    let result = match prog {
+        aya::programs::Program::SchedClassifier(p) => p.load(),
+        aya::programs::Program::Xdp(p) => p.load(),
+        _ => Err(ProgramError::UnexpectedProgramType),
+    };
+    debug!(
+        program = name,
+        ms = started.elapsed().as_millis(),
+        "verified"
+    );
+    result
 }
 
 /// Where one program attaches, for its errors.

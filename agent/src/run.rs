@@ -96,6 +96,7 @@ pub async fn run<W: Write>(
             sample_bytes: args.sample_bytes,
             flow_capacity: args.flow_capacity,
             kernel_log_level,
+            ingress: Some(args.attach),
         },
         map_dir.as_deref(),
     )?;

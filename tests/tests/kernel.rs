@@ -58,6 +58,7 @@ impl Kernel {
             sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
             flow_capacity: 1024,
             kernel_log_level: 0,
+            ingress: None,
         };
         let mut programs = Programs::load(opts, None).expect("programs load and verify");
         let flows = programs.take_flows().expect("flows");
