@@ -10,6 +10,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod process;
 
 #[cfg(test)]
 pub(crate) mod testdir {
