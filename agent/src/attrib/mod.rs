@@ -11,6 +11,7 @@
 pub mod cgroups;
 pub mod container;
 pub mod process;
+pub mod users;
 
 #[cfg(test)]
 pub(crate) mod testdir {
