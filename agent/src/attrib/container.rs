@@ -143,7 +143,7 @@ fn slice_pod_uid(slice: &str) -> Option<String> {
 }
 
 /// A pod uid, dashed: a UUID with `-` or systemd's `_`, or a static pod's 32-hex hash.
-fn pod_uid(raw: &str) -> Option<String> {
+pub(crate) fn pod_uid(raw: &str) -> Option<String> {
     let uid = raw.replace('_', "-");
     let b = uid.as_bytes();
     let uuid = b.len() == 36

@@ -10,6 +10,8 @@
 
 pub mod cgroups;
 pub mod container;
+mod http;
+pub mod kube;
 pub mod process;
 pub mod users;
 
