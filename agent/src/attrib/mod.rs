@@ -12,6 +12,7 @@ pub mod cgroups;
 pub mod container;
 mod http;
 pub mod kube;
+pub mod node;
 pub mod process;
 pub mod users;
 
