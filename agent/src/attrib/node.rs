@@ -493,6 +493,11 @@ mod tests {
 
     #[test]
     fn the_environment_is_read_as_the_aws_sdks_read_it() {
+        let defaults = ImdsConfig::from_vars(None, None, None);
+        assert_eq!(
+            (defaults.connect_timeout, defaults.timeout),
+            (Duration::from_millis(300), Duration::from_secs(1))
+        );
         let endpoint = |c: ImdsConfig| c.endpoint;
         assert_eq!(
             endpoint(ImdsConfig::from_vars(None, None, None)).as_deref(),
