@@ -1,6 +1,7 @@
 //! sealwatch agent: loads the kernel programs, follows flows, and reports which ones are
 //! plaintext. `main.rs` is only the command line around [`run::run`].
 
+pub mod attrib;
 pub mod capture;
 pub mod cli;
 pub mod clock;

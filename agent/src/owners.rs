@@ -12,6 +12,10 @@ use sealwatch_common::{
 use tracing::debug;
 
 use crate::{
+    attrib::{
+        cgroups::{cgroup_id, cgroup2_mount},
+        process::{ProcFs, SocketEntry, Transport},
+    },
     event::{Attribution, Endpoints, Party},
     programs::LoadError,
 };
@@ -185,8 +189,7 @@ struct Process {
     command_line: Option<String>,
 }
 
-/// Longest `process.command_line` reported; longer ones are cut and end with "...".
-pub const MAX_COMMAND_LINE: usize = 1024;
+pub use crate::attrib::process::MAX_COMMAND_LINE;
 /// Processes remembered; the cache starts over when full.
 const MAX_PROCESSES: usize = 4096;
 
@@ -286,40 +289,13 @@ impl crate::flows::Attribute for Attributor {
 
 /// The command line of `o`'s process, if it still runs (same pid, same comm).
 fn read_process(o: &Owner) -> Process {
-    let dir = std::path::PathBuf::from(format!("/proc/{}", o.tgid));
-    let same = std::fs::read_to_string(dir.join("comm"))
-        .is_ok_and(|c| c.trim_end_matches('\n') == comm(o));
-    if !same {
+    let proc = ProcFs::new();
+    if proc.comm(o.tgid).is_none_or(|c| c != comm(o)) {
         return Process::default();
     }
-    let Ok(raw) = std::fs::read(dir.join("cmdline")) else {
-        return Process::default();
-    };
     Process {
-        command_line: command_line(&raw),
+        command_line: proc.command_line(o.tgid),
     }
-}
-
-/// NUL-separated argv as one line, cut at [`MAX_COMMAND_LINE`] bytes.
-fn command_line(raw: &[u8]) -> Option<String> {
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if args.is_empty() {
-        return None;
-    }
-    let mut line = args.join(" ");
-    if line.len() > MAX_COMMAND_LINE {
-        let mut cut = MAX_COMMAND_LINE - 3;
-        while !line.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        line.truncate(cut);
-        line.push_str("...");
-    }
-    Some(line)
 }
 
 /// The addresses of this network namespace's interfaces.
@@ -407,61 +383,26 @@ impl SocketTables {
 }
 
 fn served_ports(pid: u32) -> HashSet<(u8, u16)> {
-    let mut out = HashSet::new();
-    for (file, proto) in [
-        ("tcp", sealwatch_common::net::IPPROTO_TCP),
-        ("tcp6", sealwatch_common::net::IPPROTO_TCP),
-        ("udp", sealwatch_common::net::IPPROTO_UDP),
-        ("udp6", sealwatch_common::net::IPPROTO_UDP),
-    ] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-            continue;
-        };
-        out.extend(
-            served_in_table(&text, proto == sealwatch_common::net::IPPROTO_TCP)
-                .into_iter()
-                .map(|port| (proto, port)),
-        );
-    }
-    out
+    ProcFs::new()
+        .socket_tables(Some(pid))
+        .iter()
+        .filter(|e| is_service(e))
+        .map(|e| (e.transport.proto(), e.local.port()))
+        .collect()
 }
 
-/// Ports served in one `/proc/net/{tcp,udp}[6]` table: TCP in state LISTEN (0A); UDP with no
-/// remote end (state 07, remote port 0) below the ephemeral range.
-fn served_in_table(text: &str, tcp: bool) -> Vec<u16> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1)?;
-            let remote = cols.next()?;
-            let state = cols.next()?;
-            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
-            let remote_port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
-            let serves = if tcp {
-                state == "0A"
-            } else {
-                state == "07" && remote_port == 0 && port < EPHEMERAL_PORTS
-            };
-            serves.then_some(port)
-        })
-        .collect()
+/// A TCP listener, or a UDP socket with no remote end below the ephemeral range.
+fn is_service(e: &SocketEntry) -> bool {
+    e.serves() && (e.transport == Transport::Tcp || e.local.port() < EPHEMERAL_PORTS)
 }
 
 /// What the kernel programs would have recorded for a process: pid, uid, cgroup, comm.
 fn proc_owner(pid: u32) -> Option<Owner> {
-    let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    let status = std::fs::read_to_string(dir.join("status")).ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+    let proc = ProcFs::new();
+    let uid = proc.uid(pid)?;
+    let name = proc.comm(pid)?;
     let mut comm = [0u8; 16];
-    let name = name.trim_end_matches('\n').as_bytes();
+    let name = name.as_bytes();
     let n = name.len().min(15);
     comm[..n].copy_from_slice(&name[..n]);
     Some(Owner {
@@ -475,12 +416,8 @@ fn proc_owner(pid: u32) -> Option<Owner> {
 
 /// The cgroup v2 id of a process: the inode of its cgroup's directory.
 fn proc_cgroup_id(pid: u32) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let root = crate::policy::kernel::cgroup2_root()?;
-    let dir = root.join(path.trim_start_matches('/'));
-    Some(std::fs::metadata(dir).ok()?.ino())
+    let path = ProcFs::new().cgroup(pid)?;
+    cgroup_id(&cgroup2_mount()?, &path)
 }
 
 fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
@@ -598,19 +535,7 @@ pub fn comm(o: &Owner) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_lines_are_joined_and_bounded() {
-        assert_eq!(
-            command_line(b"curl\0-sS\0http://10.0.0.1/\0").as_deref(),
-            Some("curl -sS http://10.0.0.1/")
-        );
-        assert_eq!(command_line(b""), None);
-        let long = [b'a'; 3000];
-        let line = command_line(&long).expect("line");
-        assert_eq!(line.len(), MAX_COMMAND_LINE);
-        assert!(line.ends_with("..."));
-    }
+    use crate::attrib::process::parse_socket_table;
 
     #[test]
     fn services_are_listeners_and_unconnected_udp_below_the_ephemeral_range() {
@@ -618,13 +543,20 @@ mod tests {
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 41870 1 0000000000000000 100 0 0 10 0
    1: 0100007F:A8C2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 51237 1 0000000000000000 20 4 30 10 -1
 ";
-        assert_eq!(served_in_table(tcp, true), vec![8080]);
+        let served = |text: &str, transport: Transport| -> Vec<u16> {
+            parse_socket_table(text, transport)
+                .iter()
+                .filter(|e| is_service(e))
+                .map(|e| e.local.port())
+                .collect()
+        };
+        assert_eq!(served(tcp, Transport::Tcp), vec![8080]);
         let udp = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   100: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 22110 2 0000000000000000 0
   101: 0100007F:D431 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 22111 2 0000000000000000 0
   102: 0200000A:0035 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 22112 2 0000000000000000 0
 ";
-        assert_eq!(served_in_table(udp, false), vec![5353]);
+        assert_eq!(served(udp, Transport::Udp), vec![5353]);
     }
 
     #[test]

@@ -2,24 +2,23 @@
 //! [`KernelPolicy`] map value, and [`resolve_processes`] finds the cgroups of the processes that
 //! exclusions name, so the kernel decides those exclusions itself on the revealing packet.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use sealwatch_common::{
     net::{FAMILY_IPV4, FAMILY_IPV6},
     policy::{
         KernelPolicy, MAX_PORT_ENTRIES, MAX_PROTOCOLS, MAX_RULES, NET_KEY_HEADER_BITS, NetKey,
-        NetValue, TREAT_ALERT, TREAT_ALLOW, TREAT_DROP,
+        NetValue, TREAT_ALERT, TREAT_ALLOW, TREAT_DROP, port_key,
     },
 };
 
 use super::{
     Policy,
     file::{Cidr, Mode, Transport, Treatment},
+};
+use crate::attrib::{
+    cgroups::{cgroup_id, cgroup2_mount},
+    process::ProcFs,
 };
 
 /// A policy ready for the kernel: the scalar part, the network and port map entries (without
@@ -191,27 +190,17 @@ pub fn resolve_processes(by_cgroup: &[(usize, Option<String>)]) -> Resolved {
     if wanted.is_empty() {
         return out;
     }
-    let root = cgroup2_root();
+    let root = cgroup2_mount();
     if root.is_none() {
         tracing::warn!(
             "no cgroup v2 hierarchy mounted: process exclusions match arriving traffic only"
         );
     }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
+    let proc = ProcFs::new();
     let mut sockets: BTreeMap<u64, u64> = BTreeMap::new();
-    for entry in dir.flatten() {
-        let pid = entry.file_name();
-        let Some(pid) = pid
-            .to_str()
-            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let proc_dir = Path::new("/proc").join(pid);
-        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
-        let exe = std::fs::read_link(proc_dir.join("exe")).ok();
+    for pid in proc.pids() {
+        let comm = proc.comm(pid).unwrap_or_default();
+        let exe = proc.exe(pid);
         let mut bits = 0u64;
         for &(i, name) in &wanted {
             if process_matches(name, comm.trim_end(), exe.as_deref()) {
@@ -221,75 +210,40 @@ pub fn resolve_processes(by_cgroup: &[(usize, Option<String>)]) -> Resolved {
         if bits == 0 {
             continue;
         }
-        if let Some(id) = root.as_deref().and_then(|r| process_cgroup(&proc_dir, r)) {
+        if let Some(id) = root
+            .as_deref()
+            .zip(proc.cgroup(pid))
+            .and_then(|(root, path)| cgroup_id(root, &path))
+        {
             *out.cgroups.entry(id).or_insert(0) |= bits;
         }
-        for inode in socket_inodes(&proc_dir) {
+        for inode in proc.socket_inodes(pid) {
             *sockets.entry(inode).or_insert(0) |= bits;
         }
     }
     if !sockets.is_empty() {
-        out.ports = listening_ports(&sockets);
+        out.ports = listening_ports(&proc, &sockets);
     }
     out
 }
 
-/// Inodes of the sockets a process holds open.
-fn socket_inodes(proc_dir: &Path) -> Vec<u64> {
-    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
-        return Vec::new();
-    };
-    fds.flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            let t = target.to_string_lossy().into_owned();
-            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-        })
-        .collect()
-}
-
 /// Local ports of listening TCP and bound UDP sockets among `sockets` (inode -> rule bits), from
 /// this network namespace's socket tables.
-fn listening_ports(sockets: &BTreeMap<u64, u64>) -> BTreeMap<u32, u64> {
-    use sealwatch_common::{
-        net::{IPPROTO_TCP, IPPROTO_UDP},
-        policy::port_key,
-    };
-    // TCP_LISTEN, and UDP's TCP_CLOSE (7): bound, not connected.
-    let tables = [
-        ("/proc/net/tcp", IPPROTO_TCP, "0A"),
-        ("/proc/net/tcp6", IPPROTO_TCP, "0A"),
-        ("/proc/net/udp", IPPROTO_UDP, "07"),
-        ("/proc/net/udp6", IPPROTO_UDP, "07"),
-    ];
+fn listening_ports(proc: &ProcFs, sockets: &BTreeMap<u64, u64>) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
-    for (table, transport, listening) in tables {
-        let Ok(text) = std::fs::read_to_string(table) else {
+    for entry in proc.socket_tables(None) {
+        let Some(bits) = sockets.get(&entry.inode) else {
             continue;
         };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
-                continue;
-            };
-            let Some(bits) = inode.parse::<u64>().ok().and_then(|i| sockets.get(&i)) else {
-                continue;
-            };
-            if *state != listening {
-                continue;
-            }
-            let Some(port) = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-            else {
-                continue;
-            };
-            *out.entry(port_key(transport, port)).or_insert(0) |= bits;
+        if entry.serves() {
+            let key = port_key(entry.transport.proto(), entry.local.port());
+            *out.entry(key).or_insert(0) |= bits;
         }
     }
     out
 }
 
+/// `exe` comes without the kernel's ` (deleted)` suffix ([`ProcFs::exe`]).
 fn process_matches(wanted: &str, comm: &str, exe: Option<&Path>) -> bool {
     if wanted.contains('/') {
         return exe.is_some_and(|e| e == Path::new(wanted));
@@ -298,27 +252,11 @@ fn process_matches(wanted: &str, comm: &str, exe: Option<&Path>) -> bool {
     comm == wanted
         || exe
             .and_then(|e| e.file_name())
-            .is_some_and(|n| n.to_string_lossy().trim_end_matches(" (deleted)") == wanted)
+            .is_some_and(|n| n.to_string_lossy() == wanted)
 }
 
-/// The cgroup v2 id of a process: the inode of its cgroup directory.
-fn process_cgroup(proc_dir: &Path, root: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(proc_dir.join("cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = root.join(path.trim_start_matches('/'));
-    std::fs::metadata(dir).ok().map(|m| m.ino())
-}
-
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on pure v2 hosts,
-/// `/sys/fs/cgroup/unified` on hybrid ones).
-pub fn cgroup2_root() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })
-}
+/// Kept under its old name for `run`, which attaches the socket-owner programs there.
+pub use crate::attrib::cgroups::cgroup2_mount as cgroup2_root;
 
 #[cfg(test)]
 mod tests {
@@ -393,10 +331,13 @@ mod tests {
 
     #[test]
     fn this_process_is_found_in_its_cgroup() {
-        let Some(root) = cgroup2_root() else {
+        let Some(root) = cgroup2_mount() else {
             panic!("tests need a cgroup v2 hierarchy");
         };
-        let own = process_cgroup(Path::new("/proc/self"), &root).expect("own cgroup");
+        let path = ProcFs::new()
+            .cgroup(std::process::id())
+            .expect("own cgroup path");
+        let own = cgroup_id(&root, &path).expect("own cgroup");
         let exe = std::env::current_exe().expect("exe");
         let name = exe
             .file_name()
