@@ -122,8 +122,24 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = crate::pins::OnExit::Detach)]
     pub on_exit: crate::pins::OnExit,
 
+    /// The kubelet to read this node's pods from (`GET /pods`): `https://NODE:10250` with the
+    /// service-account token, or the read-only `http://NODE:10255`. Default: the kubelet of
+    /// `$NODE_NAME` when a service-account token is mounted; else pod names and namespaces come
+    /// from `--pod-logs` only (no labels, no IPs).
+    #[arg(long, value_name = "URL")]
+    pub kubelet: Option<String>,
+
+    /// Accept the kubelet's certificate without checking it (kubelets with self-signed serving
+    /// certificates, kubeadm's default). The token is still only sent over TLS.
+    #[arg(long)]
+    pub kubelet_insecure_skip_tls_verify: bool,
+
+    /// The kubelet's pod log directory, whose entries are named NAMESPACE_POD_UID.
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pod_logs: std::path::PathBuf,
+
     /// Where links and maps are pinned for `--on-exit keep-enforcing` (a bpffs directory);
-    /// default /sys/fs/bpf/sealwatch/net-<netns inode>, one per network namespace.
+    /// default /sys/fs/bpf/sealwatch/net-INODE (the netns inode), one per network namespace.
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<std::path::PathBuf>,
 }

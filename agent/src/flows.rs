@@ -130,8 +130,9 @@ pub trait Attribute {
     ) -> Attribution;
     /// The flow ended: its key may come back as another connection.
     fn forget(&mut self, key: &FlowKey);
-    /// `service` events for ports bound since the last call.
-    fn services(&mut self, time: &str, out: &mut Vec<Event>);
+    /// `service` events for ports bound since the last call; false when it could not look
+    /// yet (retry soon).
+    fn services(&mut self, time: &str, out: &mut Vec<Event>) -> bool;
 }
 
 /// The kernel's decision on a flow, as its notices and table entry tell it.
@@ -265,9 +266,10 @@ impl<T: FlowTable> FlowTracker<T> {
     }
 
     /// The service inventory's news (see [`Attribute::services`]); nothing without attribution.
-    pub fn services(&mut self, time: &str, out: &mut Vec<Event>) {
-        if let Some(a) = &mut self.attribute {
-            a.services(time, out);
+    pub fn services(&mut self, time: &str, out: &mut Vec<Event>) -> bool {
+        match &mut self.attribute {
+            Some(a) => a.services(time, out),
+            None => true,
         }
     }
 

@@ -13,8 +13,10 @@ use tracing::debug;
 
 use crate::{
     attrib::{
-        cgroups::{cgroup_id, cgroup2_mount},
+        cgroups::{CgroupIndex, cgroup_id, cgroup2_mount},
+        pods::{PodSnapshot, PodView},
         process::{ProcFs, SocketEntry, Transport},
+        users::Users,
     },
     event::{Attribution, Endpoints, Party},
     programs::LoadError,
@@ -181,6 +183,9 @@ pub struct Attributor {
     processes: std::collections::HashMap<(u32, [u8; 16]), Process>,
     /// Services already listed.
     services: HashSet<ListenKey>,
+    users: Users,
+    cgroups: CgroupIndex,
+    pods: PodView,
 }
 
 /// What /proc said about a process while it ran (nothing once it has exited).
@@ -194,18 +199,26 @@ pub use crate::attrib::process::MAX_COMMAND_LINE;
 const MAX_PROCESSES: usize = 4096;
 
 impl Attributor {
-    pub fn new(maps: OwnerMaps) -> Attributor {
+    pub fn new(maps: OwnerMaps, pods: PodView) -> Attributor {
         Attributor {
             maps,
             processes: std::collections::HashMap::new(),
             services: HashSet::new(),
+            users: Users::new(),
+            cgroups: CgroupIndex::new(),
+            pods,
         }
     }
 
     /// `service` events for ports bound since the last call (all of them, the first time).
-    fn list_services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) {
+    fn list_services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) -> bool {
         let local = self.maps.netns;
+        if !self.pods.settled() {
+            // Listed once: wait until they can carry their pods.
+            return false;
+        }
         let mut tables = SocketTables::default();
+        let pods = self.pods.snapshot();
         for (key, owner) in self.maps.new_listeners(&mut self.services) {
             if owner.tgid == std::process::id() || !tables.serves(owner.tgid, key.proto, key.port) {
                 // A client that bound its port (curl --local-port), an ephemeral UDP socket:
@@ -226,16 +239,27 @@ impl Attributor {
                 local_netns: Some(key.netns) == local,
                 owner: Attribution {
                     local_side: Some("server"),
-                    local: self.describe(&owner),
+                    local: self.describe(&owner, &pods),
                     peer: Party::default(),
                 },
             }));
         }
+        true
     }
 
-    fn describe(&mut self, o: &Owner) -> Party {
+    fn describe(&mut self, o: &Owner, pods: &PodSnapshot) -> Party {
         if !o.known() {
             return Party::default();
+        }
+        let container = self.cgroups.container(o.cgroup_id);
+        let pod = container.as_ref().and_then(|c| {
+            c.pod_uid
+                .as_deref()
+                .and_then(|uid| pods.by_uid(uid))
+                .or_else(|| pods.by_container(&c.id))
+        });
+        if container.as_ref().is_some_and(|c| c.pod_uid.is_some()) && pod.is_none() {
+            self.pods.missed();
         }
         if self.processes.len() >= MAX_PROCESSES {
             self.processes.clear();
@@ -249,8 +273,10 @@ impl Attributor {
             pid: Some(o.tgid),
             executable: Some(comm(o)),
             command_line: process.command_line,
-            owner: Some(o.uid.to_string()),
-            ..Party::default()
+            owner: Some(self.users.name(o.uid)),
+            container_id: container.map(|c| c.id),
+            pod: pod.map(|p| p.name.clone()),
+            namespace: pod.map(|p| p.namespace.clone()),
         }
     }
 }
@@ -263,18 +289,44 @@ impl crate::flows::Attribute for Attributor {
         state: Option<&FlowState>,
     ) -> Attribution {
         let ends = self.maps.ends(key, state);
-        let client = usize::from(Endpoints::client_index(client_side));
-        let (local, peer, side) = if ends[client].known() {
-            (ends[client], ends[client ^ 1], "client")
-        } else if ends[client ^ 1].known() {
-            (ends[client ^ 1], Owner::default(), "server")
+        let pods = self.pods.snapshot();
+        let client = Endpoints::client_index(client_side);
+        let [c, s] = [client, client ^ 1].map(usize::from);
+        let (local, peer, side) = if ends[c].known() || !ends[s].known() {
+            (c, s, "client")
         } else {
-            return Attribution::default();
+            (s, c, "server")
         };
+        let mut local_party = self.describe(&ends[local], &pods);
+        let mut peer_party = self.describe(&ends[peer], &pods);
+        // Ends without a known socket (UDP of a pod, a connection older than the agent) may
+        // still be a pod of this node, by address.
+        for (party, side) in [(&mut local_party, local), (&mut peer_party, peer)] {
+            if party.pod.is_none() {
+                let (addr, _) = key.endpoint(side as u8);
+                if let Some(pod) = pods.by_ip(Endpoints::address(key.family, addr)) {
+                    party.pod = Some(pod.name.clone());
+                    party.namespace = Some(pod.namespace.clone());
+                }
+            }
+        }
+        if local_party.is_empty() && peer_party.is_empty() {
+            return Attribution::default();
+        }
+        if local_party.is_empty() {
+            // Only the other end is known here: it is the local one.
+            std::mem::swap(&mut local_party, &mut peer_party);
+            let side = if side == "client" { "server" } else { "client" };
+            return Attribution {
+                local_side: Some(side),
+                local: local_party,
+                peer: peer_party,
+            };
+        }
         Attribution {
             local_side: Some(side),
-            local: self.describe(&local),
-            peer: self.describe(&peer),
+            local: local_party,
+            peer: peer_party,
         }
     }
 
@@ -282,8 +334,8 @@ impl crate::flows::Attribute for Attributor {
         self.maps.forget(key);
     }
 
-    fn services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) {
-        self.list_services(time, out);
+    fn services(&mut self, time: &str, out: &mut Vec<crate::event::Event>) -> bool {
+        self.list_services(time, out)
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    attrib::{kube::KubeConfig, pods::PodView},
     cli::{AttachMode, OutputFormat, RunArgs},
     clock::{monotonic_ns, rfc3339},
     event::{AgentEvent, Event},
@@ -42,6 +43,8 @@ const TICK: Duration = Duration::from_millis(250);
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How often the cgroups of processes that exclusions name are looked up again.
 const CGROUP_REFRESH: Duration = Duration::from_secs(2);
+/// How often this node's pod list is read again (and at most every few seconds on a miss).
+const POD_REFRESH: Duration = Duration::from_secs(30);
 /// How often newly bound ports are listed as `service` events.
 const SERVICE_SCAN: Duration = Duration::from_secs(5);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
@@ -138,7 +141,7 @@ pub async fn run<W: Write>(
         None
     };
     // Who owns each socket, recorded in the process that connects, sends or binds.
-    match crate::policy::kernel::cgroup2_root() {
+    match crate::attrib::cgroups::cgroup2_mount() {
         Some(root) => {
             if let Err(e) = programs.attach_owners(&root) {
                 warn!(error = %e, "socket owners not followed: flows are not attributed to processes");
@@ -171,7 +174,10 @@ pub async fn run<W: Write>(
         .with_sample_budget(u64::from(args.sample_bytes))
         .with_policy(policy)
         .with_kernel_enforcement()
-        .with_attribution(Box::new(Attributor::new(owners)));
+        .with_attribution(Box::new(Attributor::new(
+            owners,
+            PodView::spawn(kube_config(args), POD_REFRESH),
+        )));
     let mut next_cgroup_refresh = monotonic_ns();
     let mut next_services = monotonic_ns();
     let mut tick = interval(TICK);
@@ -193,8 +199,9 @@ pub async fn run<W: Write>(
                     info!("policy file changed: reloading");
                     reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
                 }
-                                if now >= next_services {
-                    tracker.services(&rfc3339(SystemTime::now()), &mut pending);
+                                if now >= next_services
+                    && tracker.services(&rfc3339(SystemTime::now()), &mut pending)
+                {
                     next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
@@ -302,6 +309,16 @@ fn reset_local_sockets(n: &sealwatch_common::event::FlowNotice) {
         ),
         Err(e) => debug!(error = %e, "cannot destroy a blocked flow's sockets"),
     }
+}
+
+fn kube_config(args: &RunArgs) -> KubeConfig {
+    let mut config = KubeConfig::from_env();
+    if let Some(url) = &args.kubelet {
+        config.kubelet = Some(url.clone());
+    }
+    config.insecure_skip_tls_verify = args.kubelet_insecure_skip_tls_verify;
+    config.pod_logs = args.pod_logs.clone();
+    config
 }
 
 /// `--all-interfaces`: attaches to an interface that appeared (not loopback, not twice) and

@@ -13,6 +13,7 @@ pub mod container;
 mod http;
 pub mod kube;
 pub mod node;
+pub mod pods;
 pub mod process;
 pub mod users;
 

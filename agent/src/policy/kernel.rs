@@ -255,9 +255,6 @@ fn process_matches(wanted: &str, comm: &str, exe: Option<&Path>) -> bool {
             .is_some_and(|n| n.to_string_lossy() == wanted)
 }
 
-/// Kept under its old name for `run`, which attaches the socket-owner programs there.
-pub use crate::attrib::cgroups::cgroup2_mount as cgroup2_root;
-
 #[cfg(test)]
 mod tests {
     use super::*;
