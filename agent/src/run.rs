@@ -111,7 +111,8 @@ pub async fn run<W: Write>(
     let stats_map = programs.take_stats()?;
     // The policy is in the kernel before the first packet is seen: enforce mode has no window.
     let mut kernel_policy = programs.take_policy()?;
-    let mut compiled = install(&mut kernel_policy, &policy).map_err(RunError::Policy)?;
+    let pods = PodView::spawn(kube_config(args), POD_REFRESH);
+    let mut compiled = install(&mut kernel_policy, &policy, &pods).map_err(RunError::Policy)?;
     let mode = policy.mode().name();
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     let reader = spawn_reader(ring, tx).map_err(RunError::Ring)?;
@@ -174,10 +175,7 @@ pub async fn run<W: Write>(
         .with_sample_budget(u64::from(args.sample_bytes))
         .with_policy(policy)
         .with_kernel_enforcement()
-        .with_attribution(Box::new(Attributor::new(
-            owners,
-            PodView::spawn(kube_config(args), POD_REFRESH),
-        )));
+        .with_attribution(Box::new(Attributor::new(owners, pods.clone())));
     let mut next_cgroup_refresh = monotonic_ns();
     let mut next_services = monotonic_ns();
     let mut tick = interval(TICK);
@@ -197,7 +195,7 @@ pub async fn run<W: Write>(
                 }
                 if policy_file.changed() {
                     info!("policy file changed: reloading");
-                    reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
+                    reload_policy(args, &mut kernel_policy, &mut compiled, &pods, &mut tracker, &mut pending);
                 }
                                 if now >= next_services
                     && tracker.services(&rfc3339(SystemTime::now()), &mut pending)
@@ -205,7 +203,7 @@ pub async fn run<W: Write>(
                     next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
-                    refresh_cgroups(&mut kernel_policy, &compiled);
+                    refresh_cgroups(&mut kernel_policy, &mut compiled, &pods);
                     next_cgroup_refresh = now.saturating_add(CGROUP_REFRESH.as_nanos() as u64);
                 }
             }
@@ -223,7 +221,7 @@ pub async fn run<W: Write>(
             },
             _ = sighup.recv() => {
                 policy_file.changed();
-                reload_policy(args, &mut kernel_policy, &mut compiled, &mut tracker, &mut pending);
+                reload_policy(args, &mut kernel_policy, &mut compiled, &pods, &mut tracker, &mut pending);
             }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -390,6 +388,7 @@ fn reload_policy<T: crate::flows::FlowTable>(
     args: &RunArgs,
     maps: &mut PolicyMaps,
     compiled: &mut Compiled,
+    pods: &PodView,
     tracker: &mut FlowTracker<T>,
     out: &mut Vec<Event>,
 ) {
@@ -398,7 +397,7 @@ fn reload_policy<T: crate::flows::FlowTable>(
         return;
     };
     let loaded = crate::policy::load_policy(path, args.mode).and_then(|p| {
-        let c = install(maps, &p).map_err(|e| e.to_string())?;
+        let c = install(maps, &p, pods).map_err(|e| e.to_string())?;
         Ok((p, c))
     });
     let (state, mode, error) = match loaded {
@@ -423,15 +422,35 @@ fn reload_policy<T: crate::flows::FlowTable>(
 }
 
 /// Compiles `policy`, resolves the cgroups its process exclusions name, and installs both.
-fn install(maps: &mut PolicyMaps, policy: &Policy) -> Result<Compiled, PolicyMapError> {
-    let compiled = compile(policy);
+/// Pod exclusions are installed as the addresses of the pods they select now.
+fn install(
+    maps: &mut PolicyMaps,
+    policy: &Policy,
+    pods: &PodView,
+) -> Result<Compiled, PolicyMapError> {
+    let mut compiled = compile(policy);
+    compiled.nets = compiled.nets_with_pods(pods.snapshot().pods());
     let resolved = resolve_processes(&compiled.by_cgroup);
     maps.install(&compiled, &resolved)?;
     Ok(compiled)
 }
 
-/// Processes come and go: the cgroups process exclusions resolve to are looked up again.
-fn refresh_cgroups(maps: &mut PolicyMaps, compiled: &Compiled) {
+/// Processes and pods come and go: the cgroups process exclusions resolve to are looked up
+/// again, and the addresses of the pods pod exclusions select (a change installs the policy
+/// again, as one switch).
+fn refresh_cgroups(maps: &mut PolicyMaps, compiled: &mut Compiled, pods: &PodView) {
+    if !compiled.pod_rules.is_empty() {
+        let nets = compiled.nets_with_pods(pods.snapshot().pods());
+        if nets != compiled.nets {
+            compiled.nets = nets;
+            let resolved = resolve_processes(&compiled.by_cgroup);
+            match maps.install(compiled, &resolved) {
+                Ok(()) => info!("pods selected by exclusions changed: policy updated"),
+                Err(e) => warn!(error = %e, "cannot update the pod addresses of exclusions"),
+            }
+            return;
+        }
+    }
     if compiled.by_cgroup.is_empty() {
         return;
     }

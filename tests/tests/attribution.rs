@@ -96,6 +96,121 @@ fn container_id(seed: u32, salt: u8) -> String {
         .collect()
 }
 
+/// A pod as the kubelet lists it.
+fn pod(name: &str, ns: &str, uid: &str, ip: &str, container: Option<&str>) -> Value {
+    serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "main", "image": "example"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "containerStatuses": container.map(|c| vec![serde_json::json!({
+                "name": "main", "containerID": format!("containerd://{c}"), "ready": true
+            })]).unwrap_or_default()
+        }
+    })
+}
+
+/// The kubelet's read-only pod list (`GET /pods` on port 10255), served on the server
+/// namespace's loopback, where the agent runs.
+fn fake_kubelet(lab: &mut Lab, pods: &[Value]) {
+    let dir = lab.dir.join("kubelet");
+    std::fs::create_dir_all(&dir).expect("kubelet dir");
+    let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": pods});
+    std::fs::write(dir.join("pods"), list.to_string()).expect("pod list");
+    let serve = format!(
+        "cd {} && exec python3 -m http.server 10255 --bind 127.0.0.1",
+        dir.display()
+    );
+    lab.spawn_server(&["sh", "-c", &serve]).expect("kubelet");
+    lab.wait_listening(10255, false).expect("kubelet listening");
+}
+
+#[test]
+fn a_pod_exclusion_lets_the_selected_pods_plaintext_through_in_enforce_mode() {
+    if !require_root("a_pod_exclusion_lets_the_selected_pods_plaintext_through_in_enforce_mode") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    lab.spawn_standard_servers().expect("servers");
+    // The lab's client address is a pod of the legacy namespace; its IPv6 address is not.
+    let client_v4 = lab.client_v4.to_string();
+    fake_kubelet(
+        &mut lab,
+        &[pod(
+            "billing-0",
+            "legacy",
+            "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c",
+            &client_v4,
+            None,
+        )],
+    );
+    let policy = lab.dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "mode: enforce\nexclusions:\n  - {namespace: legacy, pod: \"billing-*\", reason: billing moves to TLS in Q3}\n",
+    )
+    .expect("policy");
+    let policy = policy.to_string_lossy().into_owned();
+    let agent = lab
+        .start_agent(&["--policy", &policy, "--kubelet", "http://127.0.0.1:10255"])
+        .expect("agent");
+    let curl = |url: String, port: &str| {
+        lab.client(
+            &[
+                "curl",
+                "-sS",
+                "-g",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "5",
+                "--local-port",
+                port,
+                &url,
+            ],
+            None,
+            Duration::from_secs(10),
+        )
+        .expect("curl")
+    };
+    // The pod list is read on its own thread and the addresses installed within 2 s: until
+    // then the pod's plaintext is dropped like any other.
+    let v4 = format!("http://{}:8080/", lab.server_v4);
+    let mut passed = None;
+    for (i, port) in (43301..43321).enumerate() {
+        if curl(v4.clone(), &port.to_string()).status.success() {
+            passed = Some(port);
+            break;
+        }
+        assert!(i < 19, "the pod's plaintext never passed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let passed = passed.unwrap();
+    let v6 = format!("http://[{}]:8080/", lab.server_v6);
+    let blocked = curl(v6, "43350");
+    assert!(!blocked.status.success(), "not the pod: still dropped");
+    let flow_of = |port: u16| move |e: &Value| e["event"] == "flow" && e["client.port"] == port;
+    agent
+        .wait_for(Duration::from_secs(10), |evs| {
+            evs.iter().any(flow_of(passed)) && evs.iter().any(flow_of(43350))
+        })
+        .expect("flows");
+    let evs = agent.events();
+    let excluded = evs.iter().find(|e| flow_of(passed)(e)).unwrap();
+    assert_eq!(excluded["sealwatch.action"], "excluded", "{excluded}");
+    assert_eq!(
+        excluded["sealwatch.exclusion"],
+        "billing moves to TLS in Q3 (namespace legacy, pod billing-*)",
+        "{excluded}"
+    );
+    assert_eq!(excluded["k8s.pod.name"], "billing-0", "{excluded}");
+    let dropped = evs.iter().find(|e| flow_of(43350)(e)).unwrap();
+    assert_eq!(dropped["sealwatch.action"], "drop", "{dropped}");
+    agent.stop().expect("stop");
+}
+
 #[test]
 fn flows_name_the_processes_and_containers_behind_both_ends() {
     if !require_root("flows_name_the_processes_and_containers_behind_both_ends") {
@@ -123,37 +238,25 @@ fn flows_name_the_processes_and_containers_behind_both_ends() {
     let octet = (std::process::id() % 200) as u8 + 20;
     let srv_addr = format!("10.233.{octet}.1");
     let cli_addr = format!("10.233.{octet}.2");
-    let kubelet = lab.dir.join("kubelet");
-    std::fs::create_dir_all(&kubelet).expect("kubelet dir");
-    let pod = |name: &str, ns: &str, uid: &str, ip: &str, container: Option<&str>| {
-        serde_json::json!({
-            "metadata": {"name": name, "namespace": ns, "uid": uid, "labels": {"app": name}},
-            "spec": {"containers": [{"name": "main", "image": "example"}]},
-            "status": {
-                "phase": "Running",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "containerStatuses": container.map(|c| vec![serde_json::json!({
-                    "name": "main", "containerID": format!("containerd://{c}"), "ready": true
-                })]).unwrap_or_default()
-            }
-        })
-    };
-    let pods = serde_json::json!({
-        "kind": "PodList",
-        "apiVersion": "v1",
-        "items": [
-            pod("checkout-7f9c", "shop", pod_uid, &srv_addr, Some(&server_id)),
-            pod("web-client-1", "frontend", "9d8c7b6a-5f4e-4d3c-8b2a-1a0b9c8d7e6f", &cli_addr, None),
-        ]
-    });
-    std::fs::write(kubelet.join("pods"), pods.to_string()).expect("pod list");
-    let serve = format!(
-        "cd {} && exec python3 -m http.server 10255 --bind 127.0.0.1",
-        kubelet.display()
+    fake_kubelet(
+        &mut lab,
+        &[
+            pod(
+                "checkout-7f9c",
+                "shop",
+                pod_uid,
+                &srv_addr,
+                Some(&server_id),
+            ),
+            pod(
+                "web-client-1",
+                "frontend",
+                "9d8c7b6a-5f4e-4d3c-8b2a-1a0b9c8d7e6f",
+                &cli_addr,
+                None,
+            ),
+        ],
     );
-    lab.spawn_server(&["sh", "-c", &serve]).expect("kubelet");
-    lab.wait_listening(10255, false).expect("kubelet listening");
 
     let agent = lab
         .start_agent(&[

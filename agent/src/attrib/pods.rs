@@ -38,6 +38,10 @@ impl PodSnapshot {
         s
     }
 
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.by_uid.values().map(AsRef::as_ref)
+    }
+
     pub fn by_uid(&self, uid: &str) -> Option<&Pod> {
         self.by_uid.get(uid).map(AsRef::as_ref)
     }
@@ -51,7 +55,8 @@ impl PodSnapshot {
     }
 }
 
-/// The latest snapshot, and a way to ask for a fresher one.
+/// The latest snapshot, and a way to ask for a fresher one (clones share them).
+#[derive(Clone)]
 pub struct PodView {
     current: Arc<Mutex<Arc<PodSnapshot>>>,
     nudge: mpsc::SyncSender<()>,

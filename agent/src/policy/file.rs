@@ -135,9 +135,9 @@ pub struct Exclusion {
     pub transport: Option<Transport>,
     /// Protocol family (`network.protocol.name`).
     pub protocol: Option<Family>,
-    /// Local process executable name or path (matched once flows carry process attribution).
+    /// Local process executable name or path (matched by its cgroup and listening ports).
     pub process: Option<NonEmpty>,
-    /// Kubernetes namespace, pod name glob, labels (matched once flows carry pod attribution).
+    /// Kubernetes namespace, pod name glob, labels (matched by the pods' addresses).
     pub namespace: Option<NonEmpty>,
     pub pod: Option<NonEmpty>,
     #[serde(default)]

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::attrib::{
     cgroups::{cgroup_id, cgroup2_mount},
+    kube::Pod,
     process::ProcFs,
 };
 
@@ -33,6 +34,90 @@ pub struct Compiled {
     /// Server port and the rules naming it.
     pub ports: Vec<(u16, u64)>,
     pub by_cgroup: Vec<(usize, Option<String>)>,
+    /// Networks as the file names them (internal, or an exclusion's rule bit), to fold again
+    /// with the pod addresses of [`Compiled::pod_rules`].
+    named: Vec<(Cidr, bool, u64)>,
+    /// Exclusions naming pods: matched in the kernel by the addresses of the pods they select
+    /// on this node, either end (pods reach the host's veth without a socket to ask).
+    pub pod_rules: Vec<PodRule>,
+}
+
+/// The pod fields of one exclusion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRule {
+    pub bit: u64,
+    pub namespace: Option<String>,
+    /// A glob (`*`, `?`).
+    pub pod: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Only pod addresses inside it, when the exclusion also gives a `cidr`.
+    pub cidr: Option<Cidr>,
+}
+
+impl PodRule {
+    pub fn selects(&self, pod: &Pod) -> bool {
+        self.namespace.as_ref().is_none_or(|n| *n == pod.namespace)
+            && self.pod.as_ref().is_none_or(|g| glob(g, &pod.name))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| pod.labels.get(k).is_some_and(|have| have == v))
+    }
+}
+
+impl Compiled {
+    /// The network entries with the addresses of the pods the pod exclusions select now.
+    pub fn nets_with_pods<'a>(
+        &self,
+        pods: impl Iterator<Item = &'a Pod>,
+    ) -> Vec<(u32, NetKey, NetValue)> {
+        if self.pod_rules.is_empty() {
+            return self.nets.clone();
+        }
+        let mut named = self.named.clone();
+        // In a fixed order, so the same pods always give the same entries.
+        let mut pods: Vec<&Pod> = pods.filter(|p| !p.host_network && !p.ended()).collect();
+        pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+        for pod in pods {
+            for rule in self.pod_rules.iter().filter(|r| r.selects(pod)) {
+                for ip in &pod.ips {
+                    if rule.cidr.as_ref().is_none_or(|c| c.contains(*ip)) {
+                        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                        named.push((Cidr { addr: *ip, prefix }, false, rule.bit));
+                    }
+                }
+            }
+        }
+        fold_nets(&named)
+    }
+}
+
+/// Shell-style glob: `*` any run, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Server ports a policy may name in all (ranges count port by port): one slot's share of the
@@ -60,11 +145,20 @@ pub fn compile(policy: &Policy) -> Compiled {
         f.internal_cidrs.iter().map(|c| (*c, true, 0)).collect();
     let mut ports: BTreeMap<u16, u64> = BTreeMap::new();
     let mut by_cgroup = Vec::new();
+    let mut pod_rules = Vec::new();
     for (i, x) in policy.exclusions().take(MAX_RULES).enumerate() {
         let bit = 1u64 << i;
-        match x.cidr {
-            Some(c) => named.push((c, false, bit)),
-            None => k.any_net |= bit,
+        let by_pod = x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty();
+        match (x.cidr, by_pod) {
+            (cidr, true) => pod_rules.push(PodRule {
+                bit,
+                namespace: x.namespace.as_ref().map(|n| n.0.clone()),
+                pod: x.pod.as_ref().map(|p| p.0.clone()),
+                labels: x.labels.clone(),
+                cidr,
+            }),
+            (Some(c), false) => named.push((c, false, bit)),
+            (None, false) => k.any_net |= bit,
         }
         match x.port {
             Some(p) => {
@@ -86,12 +180,9 @@ pub fn compile(policy: &Policy) -> Compiled {
                 *rules |= bit;
             }
         }
-        let by_process_or_pod =
-            x.process.is_some() || x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty();
-        if by_process_or_pod {
-            by_cgroup.push((i, x.process.as_ref().map(|p| p.0.clone())));
-        } else {
-            k.not_by_cgroup |= bit;
+        match &x.process {
+            Some(p) => by_cgroup.push((i, Some(p.0.clone()))),
+            None => k.not_by_cgroup |= bit,
         }
     }
     k.by_cgroup = u8::from(!by_cgroup.is_empty());
@@ -101,6 +192,8 @@ pub fn compile(policy: &Policy) -> Compiled {
         nets: fold_nets(&named),
         ports: ports.into_iter().take(MAX_POLICY_PORTS).collect(),
         by_cgroup,
+        named,
+        pod_rules,
     }
 }
 
@@ -258,6 +351,80 @@ fn process_matches(wanted: &str, comm: &str, exe: Option<&Path>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_globs() {
+        assert!(glob("billing-*", "billing-7f9c-x2k9p"));
+        assert!(glob("*-0", "ledger-0"));
+        assert!(glob("web-?", "web-1"));
+        assert!(!glob("web-?", "web-12"));
+        assert!(glob("*", ""));
+        assert!(!glob("billing-*", "payments-0"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+    }
+
+    fn pod(name: &str, ns: &str, ip: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
+            uid: format!("uid-{name}"),
+            name: name.into(),
+            namespace: ns.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ips: vec![ip.parse().expect("ip")],
+            host_network: false,
+            phase: Some("Running".into()),
+            containers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pod_exclusions_become_the_addresses_of_the_pods_they_select() {
+        let policy = parse(
+            "p.yaml",
+            "exclusions:\n  - {namespace: legacy, pod: \"billing-*\", reason: old billing}\n  - {labels: {tier: batch}, cidr: 10.9.0.0/16}\n",
+        )
+        .expect("policy");
+        let policy = Policy::new(policy);
+        let c = compile(&policy);
+        assert_eq!(c.pod_rules.len(), 2);
+        let first = c.pod_rules[0].bit;
+        let second = c.pod_rules[1].bit;
+        assert_eq!(
+            c.kernel.any_net & (first | second),
+            0,
+            "pod rules need a pod address"
+        );
+        assert_ne!(
+            c.kernel.not_by_cgroup & first,
+            0,
+            "no process named: no cgroup condition"
+        );
+        let pods = [
+            pod("billing-0", "legacy", "10.1.0.7", &[]),
+            pod("billing-0", "shop", "10.1.0.8", &[]),
+            pod("cron-1", "ops", "10.9.3.4", &[("tier", "batch")]),
+            pod("cron-2", "ops", "10.8.3.4", &[("tier", "batch")]),
+        ];
+        let nets = c.nets_with_pods(pods.iter());
+        let rules_of = |ip: [u8; 4]| {
+            nets.iter()
+                .find(|(len, k, _)| {
+                    *len == NET_KEY_HEADER_BITS + 32 && k.family == FAMILY_IPV4 && k.addr[..4] == ip
+                })
+                .map(|(_, _, v)| v.rules)
+        };
+        assert_eq!(rules_of([10, 1, 0, 7]), Some(first));
+        assert_eq!(rules_of([10, 1, 0, 8]), None, "another namespace");
+        assert_eq!(rules_of([10, 9, 3, 4]), Some(second));
+        assert_eq!(rules_of([10, 8, 3, 4]), None, "outside the rule's cidr");
+        // Same pods, another order: the same entries (no needless reinstall).
+        let mut reversed = pods.clone();
+        reversed.reverse();
+        assert_eq!(c.nets_with_pods(reversed.iter()), nets);
+    }
     use crate::policy::{BUILTIN_EXCLUSIONS, file::parse};
 
     #[test]

@@ -185,7 +185,7 @@ impl Policy {
             x.process.is_some() || x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty()
         }) {
             s.push_str(
-                                "note: process exclusions match by cgroup: every process sharing a cgroup (a systemd service, a container) with the named one is excluded too; pod fields match once flows carry pod attribution\n",
+                                "note: process exclusions match by cgroup: every process sharing a cgroup (a systemd service, a container) with the named one is excluded too; pod exclusions (namespace, pod, labels) match by the addresses of the selected pods on this node, either end, read from the kubelet (labels need the kubelet; /var/log/pods gives names only)\n",
             );
         }
         s
@@ -193,7 +193,8 @@ impl Policy {
 }
 
 fn matches(x: &Exclusion, f: &Facts<'_>) -> bool {
-    // Process and pod fields need attribution the flow does not carry yet: they never match.
+    // Process and pod fields are matched by the kernel (cgroups, pod addresses) in `run`;
+    // from captures (`analyze`) nothing tells them.
     if x.process.is_some() || x.namespace.is_some() || x.pod.is_some() || !x.labels.is_empty() {
         return false;
     }
