@@ -349,6 +349,10 @@ pub struct AgentEvent {
         skip_serializing_if = "Option::is_none"
     )]
     pub pin_dir: Option<String>,
+    /// On `attached`: what this node is (`host.name`, and on EC2 `host.id`, `host.type`,
+    /// `cloud.*`, `sealwatch.vpc.id`), the resource attributes of everything it reports.
+    #[serde(flatten)]
+    pub resource: BTreeMap<&'static str, String>,
     /// `sealwatch.kernel.<counter>` and `sealwatch.agent.<counter>` totals, on `stopped`.
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,

@@ -304,6 +304,7 @@ mod tests {
             on_exit: None,
             adopted: None,
             pin_dir: None,
+            resource: BTreeMap::new(),
             counters: BTreeMap::from([("sealwatch.kernel.packets".to_owned(), 12)]),
             error: None,
         };

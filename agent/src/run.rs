@@ -17,7 +17,11 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    attrib::{kube::KubeConfig, pods::PodView},
+    attrib::{
+        kube::KubeConfig,
+        node::{ImdsConfig, NodeIdentity},
+        pods::PodView,
+    },
     cli::{AttachMode, OutputFormat, RunArgs},
     clock::{monotonic_ns, rfc3339},
     event::{AgentEvent, Event},
@@ -86,6 +90,9 @@ pub async fn run<W: Write>(
         .into());
     }
     let mut policy_file = PolicyFile::new(args);
+    // What this node is, asked while the programs are verified (the metadata service may take
+    // up to a second to answer, or to fail to).
+    let node = tokio::task::spawn_blocking(|| NodeIdentity::detect(&ImdsConfig::from_env()));
     // A previous agent's pinned programs keep enforcing until ours replace them, link by link.
     let build = build_id(Programs::object(), args.flow_capacity);
     let mut pins =
@@ -160,8 +167,13 @@ pub async fn run<W: Write>(
     if let Some(p) = &mut pins {
         p.settle().map_err(RunError::Pins)?;
     }
+    let node = node.await.unwrap_or_default();
     for a in attached {
-        emit(&mut out, &attached_event(a, args, mode))?;
+        let mut event = attached_event(a, args, mode);
+        if let Event::Agent(e) = &mut event {
+            e.resource = node.attributes().clone();
+        }
+        emit(&mut out, &event)?;
     }
     for e in link_events.drain(..) {
         emit(&mut out, &e)?;
@@ -513,6 +525,7 @@ fn agent_event(
         on_exit: None,
         adopted: None,
         pin_dir: None,
+        resource: BTreeMap::new(),
         counters,
         error: None,
     })

@@ -345,6 +345,8 @@ impl Lab {
         ];
         argv.extend_from_slice(args);
         let mut child = Lab::in_ns(&self.server_ns, &argv)
+            // Lab traffic stays in the lab: no instance metadata service is asked.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -342,6 +342,21 @@ fn flows_name_the_processes_and_containers_behind_both_ends() {
     let stopped = agent.stop().expect("stop");
     assert!(stopped.status.success(), "{}", stopped.stderr);
 
+    let attached = stopped
+        .events
+        .iter()
+        .find(|e| e["sealwatch.agent.state"] == "attached")
+        .unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(
+        attached["host.name"],
+        host.trim(),
+        "node identity: {attached}"
+    );
+    assert!(
+        attached.get("cloud.provider").is_none(),
+        "IMDS disabled in the lab"
+    );
     assert_eq!(flow["interface"], *new_srv, "{flow}");
     assert_eq!(flow["sealwatch.local_side"], "client", "{flow}");
     assert_eq!(flow["process.pid"], curl_pid, "{flow}");
