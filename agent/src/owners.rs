@@ -7,7 +7,10 @@ use std::{collections::HashSet, net::IpAddr, time::Instant};
 use aya::maps::{HashMap, MapData, MapError};
 use sealwatch_common::{
     flow::{CLIENT_UNKNOWN, FlowKey, FlowState},
-    owner::{FLOW_OWNERS_MAP, FlowOwners, LISTENERS_MAP, ListenKey, Owner, SOCK_OWNERS_MAP},
+    owner::{
+        EXEC_ARGS_MAP, ExecArgs, FLOW_OWNERS_MAP, FlowOwners, LISTENERS_MAP, ListenKey, Owner,
+        SOCK_OWNERS_MAP,
+    },
 };
 use tracing::debug;
 
@@ -26,6 +29,7 @@ use crate::{
 const LOCAL_ADDRS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct OwnerMaps {
+    exec_args: HashMap<MapData, u32, ExecArgs>,
     sockets: HashMap<MapData, u64, Owner>,
     listeners: HashMap<MapData, ListenKey, Owner>,
     flows: HashMap<MapData, FlowKey, FlowOwners>,
@@ -37,6 +41,7 @@ pub struct OwnerMaps {
 impl OwnerMaps {
     pub fn take(programs: &mut crate::programs::Programs) -> Result<OwnerMaps, LoadError> {
         Ok(OwnerMaps {
+            exec_args: programs.take_hash_map(EXEC_ARGS_MAP)?,
             sockets: programs.take_hash_map(SOCK_OWNERS_MAP)?,
             listeners: programs.take_hash_map(LISTENERS_MAP)?,
             flows: programs.take_hash_map(FLOW_OWNERS_MAP)?,
@@ -267,7 +272,7 @@ impl Attributor {
         let process = self
             .processes
             .entry((o.tgid, o.comm))
-            .or_insert_with(|| read_process(o))
+            .or_insert_with(|| read_process(o, &self.maps.exec_args))
             .clone();
         Party {
             pid: Some(o.tgid),
@@ -339,15 +344,31 @@ impl crate::flows::Attribute for Attributor {
     }
 }
 
-/// The command line of `o`'s process, if it still runs (same pid, same comm).
-fn read_process(o: &Owner) -> Process {
+/// The command line of `o`'s process: from /proc while it runs (same pid, same comm), else
+/// as the kernel recorded it at its last execve (when its first argument names the same
+/// executable).
+fn read_process(o: &Owner, exec_args: &HashMap<MapData, u32, ExecArgs>) -> Process {
     let proc = ProcFs::new();
-    if proc.comm(o.tgid).is_none_or(|c| c != comm(o)) {
-        return Process::default();
+    if proc.comm(o.tgid).is_some_and(|c| c == comm(o))
+        && let Some(line) = proc.command_line(o.tgid)
+    {
+        return Process {
+            command_line: Some(line),
+        };
     }
+    let recorded = exec_args.get(&o.tgid, 0).ok();
     Process {
-        command_line: proc.command_line(o.tgid),
+        command_line: recorded
+            .filter(|a| names_comm(a.args(), &comm(o)))
+            .and_then(|a| crate::attrib::process::command_line(a.args())),
     }
+}
+
+/// Whether the first argument's file name is the executable `comm` names (cut at 15 bytes).
+fn names_comm(args: &[u8], comm: &str) -> bool {
+    let first = args.split(|&b| b == 0).next().unwrap_or_default();
+    let name = first.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    !comm.is_empty() && name.get(..comm.len().min(name.len())) == Some(comm.as_bytes())
 }
 
 /// The addresses of this network namespace's interfaces.
@@ -609,6 +630,19 @@ mod tests {
   102: 0200000A:0035 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 22112 2 0000000000000000 0
 ";
         assert_eq!(served(udp, Transport::Udp), vec![5353]);
+    }
+
+    #[test]
+    fn recorded_arguments_must_name_the_owner_s_executable() {
+        assert!(names_comm(b"/usr/bin/curl\0-sS\0http://x/\0", "curl"));
+        assert!(names_comm(b"nc\0-q0\0", "nc"));
+        // comm is cut at 15 bytes; the file name is whole.
+        assert!(names_comm(
+            b"/opt/a-very-long-name-indeed\0",
+            "a-very-long-nam"
+        ));
+        assert!(!names_comm(b"/bin/sh\0-c\0", "curl"));
+        assert!(!names_comm(b"", "curl"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use aya::{
     },
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, SchedClassifier, SockOps,
-        TcAttachType, Xdp, XdpMode, links::FdLink, tc, tc::SchedClassifierLink, xdp::XdpLink,
+        TcAttachType, TracePoint, Xdp, XdpMode, links::FdLink, tc, tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
 use sealwatch_common::{
@@ -59,6 +60,11 @@ const OWNER_SOCK_ADDR: [&str; 4] = [
 ];
 const OWNER_SOCK: [&str; 2] = ["owner_bind4", "owner_bind6"];
 const OWNER_SOCK_OPS: &str = "owner_established";
+/// Tracepoints recording each execve's arguments, and where they attach.
+const OWNER_EXEC: [(&str, &str); 2] = [
+    ("exec_args", "sys_enter_execve"),
+    ("execat_args", "sys_enter_execveat"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -464,6 +470,18 @@ impl Programs {
         prog.attach(&root, CgroupAttachMode::Single)
             .map_err(|e| at(OWNER_SOCK_OPS).attach_err(e))?;
         info!(cgroup = %cgroup_root.display(), "socket owners followed");
+        // Command lines of processes too short-lived for /proc: best effort.
+        for (program, syscall) in OWNER_EXEC {
+            let attached = program_mut::<TracePoint>(&mut self.ebpf, program)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    p.load().map_err(|e| e.to_string())?;
+                    p.attach("syscalls", syscall).map_err(|e| e.to_string())
+                });
+            if let Err(e) = attached {
+                warn!(program, error = %e, "command lines of short-lived processes are not recorded");
+            }
+        }
         Ok(())
     }
 

@@ -15,6 +15,16 @@ pub const LISTENERS_MAP: &str = "LISTENERS";
 /// any network namespace.
 pub const FLOW_OWNERS_MAP: &str = "FLOW_OWNERS";
 
+/// tgid -> [`ExecArgs`]: the arguments of each process's latest `execve`, so a client that
+/// exits 10 ms after its request still has a command line when its flow is reported.
+pub const EXEC_ARGS_MAP: &str = "EXEC_ARGS";
+pub const MAX_EXEC_ARGS: u32 = 8_192;
+/// Bytes of arguments recorded: arguments are copied while fewer than half are used, each at
+/// most half long, so every copy stays inside the buffer the verifier knows.
+pub const EXEC_ARGS_BYTES: usize = 512;
+/// Arguments recorded at most.
+pub const MAX_EXEC_ARGV: usize = 16;
+
 pub const MAX_SOCK_OWNERS: u32 = 65_536;
 pub const MAX_LISTENERS: u32 = 16_384;
 pub const MAX_FLOW_OWNERS: u32 = 65_536;
@@ -38,6 +48,22 @@ const _: () = assert!(core::mem::size_of::<Owner>() == 40);
 impl Owner {
     pub fn known(&self) -> bool {
         self.tgid != 0
+    }
+}
+
+/// NUL-separated arguments, as in `/proc/PID/cmdline`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecArgs {
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; EXEC_ARGS_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<ExecArgs>() == 8 + EXEC_ARGS_BYTES);
+
+impl ExecArgs {
+    pub fn args(&self) -> &[u8] {
+        &self.bytes[..(self.len as usize).min(EXEC_ARGS_BYTES)]
     }
 }
 

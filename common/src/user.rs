@@ -19,3 +19,5 @@ unsafe impl aya::Pod for crate::owner::Owner {}
 unsafe impl aya::Pod for crate::owner::ListenKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for crate::owner::FlowOwners {}
+// SAFETY: see above (size asserted in `owner.rs`).
+unsafe impl aya::Pod for crate::owner::ExecArgs {}

@@ -9,7 +9,10 @@ use sealwatch_common::{
     CLASSIFY_WINDOW, DEFAULT_FLOW_CAPACITY, DEFAULT_SAMPLE_BYTES, EVENTS_RING_BYTES,
     event::PayloadSample,
     flow::{FlowKey, FlowState},
-    owner::{FlowOwners, ListenKey, MAX_FLOW_OWNERS, MAX_LISTENERS, MAX_SOCK_OWNERS, Owner},
+    owner::{
+        ExecArgs, FlowOwners, ListenKey, MAX_EXEC_ARGS, MAX_FLOW_OWNERS, MAX_LISTENERS,
+        MAX_SOCK_OWNERS, Owner,
+    },
     policy::{
         CgroupRules, KernelPolicy, MAX_EXEMPT_CGROUPS, MAX_NETS, MAX_PORT_ENTRIES, MAX_WEAK_SUITES,
         NetKey, NetValue,
@@ -38,6 +41,14 @@ pub static LISTENERS: LruHashMap<ListenKey, Owner> = LruHashMap::with_max_entrie
 #[map]
 pub static FLOW_OWNERS: LruHashMap<FlowKey, FlowOwners> =
     LruHashMap::with_max_entries(MAX_FLOW_OWNERS, 0);
+
+/// tgid -> arguments of its latest execve.
+#[map]
+pub static EXEC_ARGS: LruHashMap<u32, ExecArgs> = LruHashMap::with_max_entries(MAX_EXEC_ARGS, 0);
+
+/// Where an execve's arguments are gathered before they are filed.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters, indexed by [`Stat`].
 #[map]

@@ -9,19 +9,19 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid,
-        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+        bpf_get_current_uid_gid, bpf_probe_read_user,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_probe_read_user_str},
     },
-    macros::{cgroup_sock, cgroup_sock_addr, sock_ops},
-    programs::{SockAddrContext, SockContext, SockOpsContext},
+    macros::{cgroup_sock, cgroup_sock_addr, sock_ops, tracepoint},
+    programs::{SockAddrContext, SockContext, SockOpsContext, TracePointContext},
 };
 use sealwatch_common::{
     net::{FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP},
-    owner::{FlowOwners, ListenKey, Owner, established_key},
+    owner::{EXEC_ARGS_BYTES, FlowOwners, ListenKey, MAX_EXEC_ARGV, Owner, established_key},
     stats::Stat,
 };
 
-use crate::maps::{FLOW_OWNERS, LISTENERS, SOCK_OWNERS, count};
+use crate::maps::{EXEC_ARGS, EXEC_SCRATCH, FLOW_OWNERS, LISTENERS, SOCK_OWNERS, count};
 
 /// cgroup socket programs: 1 lets the operation proceed.
 const ALLOW: i32 = 1;
@@ -182,4 +182,68 @@ fn addresses(ctx: &SockOpsContext) -> Option<(u8, [u32; 4], [u32; 4])> {
 #[inline(always)]
 fn v4_mapped(a: &[u32; 4]) -> bool {
     a[0] == 0 && a[1] == 0 && a[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+/// `syscalls:sys_enter_execve`: `argv` at offset 24 (after the common header, the syscall
+/// number and `filename`).
+#[tracepoint]
+pub fn exec_args(ctx: TracePointContext) -> u32 {
+    record_exec(&ctx, 24);
+    0
+}
+
+/// `syscalls:sys_enter_execveat`: `argv` at offset 32 (after `fd` and `filename`).
+#[tracepoint]
+pub fn execat_args(ctx: TracePointContext) -> u32 {
+    record_exec(&ctx, 32);
+    0
+}
+
+/// Files the arguments of an execve under the calling process (which keeps its pid through
+/// the exec). A failed exec leaves arguments the next one replaces; user space checks them
+/// against the owner's `comm`.
+#[inline(always)]
+fn record_exec(ctx: &TracePointContext, argv_at: usize) {
+    const HALF: usize = EXEC_ARGS_BYTES / 2;
+    // SAFETY: the offset is the tracepoint's `argv` field.
+    let Ok(argv) = (unsafe { ctx.read_at::<*const *const u8>(argv_at) }) else {
+        return;
+    };
+    let Some(buf) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot, this program's alone while it runs.
+    let buf = unsafe { &mut *buf };
+    let mut used: usize = 0;
+    for i in 0..MAX_EXEC_ARGV {
+        if used >= HALF {
+            break;
+        }
+        // SAFETY: reads user memory through the helper, which fails cleanly on a bad pointer.
+        let Ok(arg) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else {
+            break;
+        };
+        if arg.is_null() {
+            break;
+        }
+        // The mask keeps the verifier sure the copy ends inside the buffer.
+        let at = used & (HALF - 1);
+        // SAFETY: `at + HALF <= EXEC_ARGS_BYTES`; the helper writes at most HALF bytes.
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                buf.bytes.as_mut_ptr().wrapping_add(at).cast(),
+                HALF as u32,
+                arg.cast(),
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        used = at + n as usize;
+    }
+    buf.len = used as u32;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if EXEC_ARGS.insert(&tgid, buf, 0).is_err() {
+        count(Stat::OwnersLost);
+    }
 }

@@ -389,3 +389,46 @@ fn flows_name_the_processes_and_containers_behind_both_ends() {
     assert_eq!(service["container.id"], *server_id, "{service}");
     assert_eq!(service["k8s.pod.name"], "checkout-7f9c", "{service}");
 }
+
+#[test]
+fn a_client_gone_before_its_flow_is_reported_keeps_its_command_line() {
+    if !require_root("a_client_gone_before_its_flow_is_reported_keeps_its_command_line") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    lab.spawn_standard_servers().expect("servers");
+    let agent = lab.start_agent(&[]).expect("agent");
+    // Bytes no detector names: the verdict waits (up to 2 s) for the silent server's answer,
+    // long after the client has sent them and exited.
+    let payload = lab.dir.join("noise.bin");
+    let noise: Vec<u8> = (0..256u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&payload, noise).expect("payload");
+    let script = format!(
+        "echo $$; exec nc -q0 -w2 -p 43401 {} 9000 < {}",
+        lab.server_v4,
+        payload.display()
+    );
+    let out = lab
+        .client(&["sh", "-c", &script], None, Duration::from_secs(10))
+        .expect("nc");
+    let pid: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the client has exited"
+    );
+    let is_ours = |e: &Value| e["event"] == "flow" && e["client.port"] == 43401;
+    agent
+        .wait_for(Duration::from_secs(10), |evs| evs.iter().any(is_ours))
+        .expect("flow");
+    let flow = agent.events().into_iter().find(is_ours).unwrap();
+    agent.stop().expect("stop");
+    assert_eq!(flow["process.pid"], pid, "{flow}");
+    assert_eq!(flow["process.executable.name"], "nc", "{flow}");
+    let line = format!("nc -q0 -w2 -p 43401 {} 9000", lab.server_v4);
+    assert_eq!(flow["process.command_line"], *line, "{flow}");
+}
