@@ -432,3 +432,32 @@ fn a_client_gone_before_its_flow_is_reported_keeps_its_command_line() {
     let line = format!("nc -q0 -w2 -p 43401 {} 9000", lab.server_v4);
     assert_eq!(flow["process.command_line"], *line, "{flow}");
 }
+
+#[test]
+fn a_udp_server_on_this_host_is_named() {
+    if !require_root("a_udp_server_on_this_host_is_named") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let agent = lab.start_agent(&[]).expect("agent");
+    // Bound after the agent started: the kernel saw the bind.
+    lab.spawn_server(&["nc", "-u", "-l", "-p", "5514"])
+        .expect("udp server");
+    lab.wait_listening(5514, true).expect("bound");
+    let script = format!(
+        "printf '<13>Nov 23 12:00:00 host app: plaintext syslog line' | nc -u -q0 -w1 -p 43501 {} 5514",
+        lab.server_v4
+    );
+    lab.client(&["sh", "-c", &script], None, Duration::from_secs(10))
+        .expect("udp client");
+    let is_ours = |e: &Value| e["event"] == "flow" && e["client.port"] == 43501;
+    agent
+        .wait_for(Duration::from_secs(10), |evs| evs.iter().any(is_ours))
+        .expect("flow");
+    let flow = agent.events().into_iter().find(is_ours).unwrap();
+    agent.stop().expect("stop");
+    assert_eq!(flow["network.transport"], "udp", "{flow}");
+    assert_eq!(flow["sealwatch.local_side"], "server", "{flow}");
+    assert_eq!(flow["process.executable.name"], "nc", "{flow}");
+    assert!(flow["process.pid"].as_u64().is_some(), "{flow}");
+}
