@@ -441,9 +441,16 @@ fn a_udp_server_on_this_host_is_named() {
     let mut lab = Lab::new().expect("lab");
     let agent = lab.start_agent(&[]).expect("agent");
     // Bound after the agent started: the kernel saw the bind.
-    lab.spawn_server(&["nc", "-u", "-l", "-p", "5514"])
+    let pid_file = lab.dir.join("udp-server.pid");
+    let server = format!("echo $$ > {}; exec nc -u -l -p 5514", pid_file.display());
+    lab.spawn_server(&["sh", "-c", &server])
         .expect("udp server");
     lab.wait_listening(5514, true).expect("bound");
+    let server_pid: u64 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
     let script = format!(
         "printf '<13>Nov 23 12:00:00 host app: plaintext syslog line' | nc -u -q0 -w1 -p 43501 {} 5514",
         lab.server_v4
@@ -459,5 +466,5 @@ fn a_udp_server_on_this_host_is_named() {
     assert_eq!(flow["network.transport"], "udp", "{flow}");
     assert_eq!(flow["sealwatch.local_side"], "server", "{flow}");
     assert_eq!(flow["process.executable.name"], "nc", "{flow}");
-    assert!(flow["process.pid"].as_u64().is_some(), "{flow}");
+    assert_eq!(flow["process.pid"], server_pid, "{flow}");
 }
