@@ -353,10 +353,7 @@ impl Programs {
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, at.program)?;
         let id = prog.attach(at.iface, side).map_err(|e| at.attach_err(e))?;
         if let Some(pins) = pins.filter(|p| p.keeps_links()) {
-            let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
-            let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
-            pins.keep_link(at.ifindex, at.side, link)
-                .map_err(|e| at.pin_err(e))?;
+            keep(at, pins, prog.take_link(id))?;
             return Ok(None);
         }
         Ok(Some(Held::Tc(at.program, id)))
@@ -378,10 +375,7 @@ impl Programs {
             }
         };
         if let Some(pins) = pins.filter(|p| p.keeps_links()) {
-            let link = prog.take_link(id).map_err(|e| at.attach_err(e))?;
-            let link = FdLink::try_from(link).map_err(|e| at.link_err(e))?;
-            pins.keep_link(at.ifindex, at.side, link)
-                .map_err(|e| at.pin_err(e))?;
+            keep(at, pins, prog.take_link(id))?;
             return Ok(None);
         }
         Ok(Some(Held::Xdp(id)))
@@ -558,6 +552,16 @@ fn verify(name: &'static str, prog: &mut aya::programs::Program) -> Result<(), P
         "verified"
     );
     result
+}
+
+/// Pins a link just attached (keep-enforcing): it outlives us, and is no longer ours to detach.
+fn keep<L>(at: &Site<'_>, pins: &Pins, link: Result<L, ProgramError>) -> Result<(), AttachError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let link = FdLink::try_from(link.map_err(|e| at.attach_err(e))?).map_err(|e| at.link_err(e))?;
+    pins.keep_link(at.ifindex, at.side, link)
+        .map_err(|e| at.pin_err(e))
 }
 
 /// Where one program attaches, for its errors.
