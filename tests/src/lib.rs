@@ -611,3 +611,13 @@ pub fn run(argv: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A flow event's protocol family, encryption verdict and action, to compare in one assert.
+pub fn verdict(e: &Value) -> [&str; 3] {
+    [
+        "network.protocol.name",
+        "sealwatch.encryption",
+        "sealwatch.action",
+    ]
+    .map(|k| e[k].as_str().unwrap_or_default())
+}

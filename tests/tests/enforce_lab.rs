@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sealwatch_tests::{Agent, Lab, agent_binary, require_root};
+use sealwatch_tests::{Agent, Lab, agent_binary, require_root, verdict};
 use serde_json::Value;
 
 /// Upper bound for any client; a blocked one must fail far sooner (see [`FAIL_FAST`]).
@@ -378,34 +378,10 @@ fn redis_commands_never_reach_the_server_and_redis_over_tls_passes() {
             .iter()
             .find(|e| e["network.type"] == family)
             .unwrap_or_else(|| panic!("a {family} redis flow: {plain:?}"));
-        assert_eq!(
-            (
-                &f["network.protocol.name"],
-                &f["sealwatch.encryption"],
-                &f["sealwatch.action"]
-            ),
-            (
-                &Value::from("redis"),
-                &Value::from("plaintext"),
-                &Value::from("drop")
-            ),
-            "{f}"
-        );
+        assert_eq!(verdict(f), ["redis", "plaintext", "drop"], "{f}");
     }
     let tls = flow(&evs, 6380, None);
-    assert_eq!(
-        (
-            &tls["network.protocol.name"],
-            &tls["sealwatch.encryption"],
-            &tls["sealwatch.action"]
-        ),
-        (
-            &Value::from("tls"),
-            &Value::from("encrypted"),
-            &Value::from("allow")
-        ),
-        "{tls}"
-    );
+    assert_eq!(verdict(&tls), ["tls", "encrypted", "allow"], "{tls}");
     assert_eq!(tls["tls.protocol.version"], "1.3", "{tls}");
     assert!(dropped >= 2, "both SETs dropped in the kernel: {dropped}");
 }
@@ -672,19 +648,7 @@ fn starttls_preamble_passes_and_plaintext_mail_is_stopped_before_mail_from() {
     thread::sleep(Duration::from_secs(2));
     let (evs, dropped) = stop(agent);
     let plain = flow(&evs, 2525, Some(43201));
-    assert_eq!(
-        (
-            &plain["network.protocol.name"],
-            &plain["sealwatch.encryption"],
-            &plain["sealwatch.action"]
-        ),
-        (
-            &Value::from("smtp"),
-            &Value::from("plaintext"),
-            &Value::from("drop")
-        ),
-        "{plain}"
-    );
+    assert_eq!(verdict(&plain), ["smtp", "plaintext", "drop"], "{plain}");
     assert_eq!(final_action(&evs, 2525, Some(43201)), "drop");
     let upgraded = flow(&evs, 2525, Some(43202));
     assert_eq!(
