@@ -78,27 +78,30 @@ fn current(netns: u64) -> Owner {
     }
 }
 
-/// Records the current process as the owner of the context's socket; returns it.
+/// Records the current process as the owner of the context's socket and returns it; with
+/// `only_new`, a socket already recorded costs one lookup (unconnected UDP: every datagram).
 #[inline(always)]
-fn remember<C: EbpfContext>(ctx: &C, only_new: bool) -> Owner {
-    // SAFETY: both helpers take the program's own context.
+fn remember<C: EbpfContext>(ctx: &C, only_new: bool) -> Option<Owner> {
+    // SAFETY: the helper takes the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    let owner = current(netns);
     // SAFETY: the value is only compared against None.
     if only_new && unsafe { SOCK_OWNERS.get(&cookie) }.is_some() {
-        return owner;
+        return None;
     }
+    // SAFETY: as above.
+    let owner = current(unsafe { bpf_get_netns_cookie(ctx.as_ptr()) });
     if SOCK_OWNERS.insert(&cookie, &owner, 0).is_err() {
         count(Stat::OwnersLost);
     }
-    owner
+    Some(owner)
 }
 
 /// A bound port: its owner is also the owner of every socket `accept` returns for it.
 #[inline(always)]
 fn bound(ctx: &SockContext) {
-    let owner = remember(ctx, false);
+    let Some(owner) = remember(ctx, false) else {
+        return;
+    };
     // SAFETY: the context's socket is valid for the program's run.
     let (port, proto) = unsafe { ((*ctx.sock).src_port, (*ctx.sock).protocol) };
     if port == 0 {
