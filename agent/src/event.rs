@@ -201,23 +201,28 @@ impl Party {
         *self == Party::default()
     }
 
-    fn entries(&self) -> [(&'static str, Option<serde_json::Value>); 7] {
+    /// Its keys with their values, borrowed (one flow event serializes two parties).
+    fn entries(&self) -> [(&'static str, Option<PartyValue<'_>>); 7] {
+        fn text(v: &Option<String>) -> Option<PartyValue<'_>> {
+            v.as_deref().map(PartyValue::Text)
+        }
         [
-            ("process.pid", self.pid.map(serde_json::Value::from)),
-            (
-                "process.executable.name",
-                self.executable.clone().map(Into::into),
-            ),
-            (
-                "process.command_line",
-                self.command_line.clone().map(Into::into),
-            ),
-            ("process.owner", self.owner.clone().map(Into::into)),
-            ("container.id", self.container_id.clone().map(Into::into)),
-            ("k8s.pod.name", self.pod.clone().map(Into::into)),
-            ("k8s.namespace.name", self.namespace.clone().map(Into::into)),
+            ("process.pid", self.pid.map(PartyValue::Pid)),
+            ("process.executable.name", text(&self.executable)),
+            ("process.command_line", text(&self.command_line)),
+            ("process.owner", text(&self.owner)),
+            ("container.id", text(&self.container_id)),
+            ("k8s.pod.name", text(&self.pod)),
+            ("k8s.namespace.name", text(&self.namespace)),
         ]
     }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PartyValue<'a> {
+    Pid(u32),
+    Text(&'a str),
 }
 
 /// Who is behind a flow: its end on this host under the contract's keys (`process.*`,
@@ -401,6 +406,39 @@ mod tests {
 
     fn key_v4() -> FlowKey {
         FlowKey::ipv4(IPPROTO_TCP, [10, 0, 0, 2], 40000, [10, 0, 0, 1], 80).0
+    }
+
+    #[test]
+    fn attribution_names_the_local_end_plainly_and_the_peer_with_a_prefix() {
+        let a = Attribution {
+            local_side: Some("client"),
+            local: Party {
+                pid: Some(4121),
+                executable: Some("curl".into()),
+                container_id: Some("abc".into()),
+                ..Party::default()
+            },
+            peer: Party {
+                pod: Some("ledger-0".into()),
+                namespace: Some("payments".into()),
+                ..Party::default()
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&a).expect("json"),
+            serde_json::json!({
+                "sealwatch.local_side": "client",
+                "process.pid": 4121,
+                "process.executable.name": "curl",
+                "container.id": "abc",
+                "sealwatch.peer.k8s.pod.name": "ledger-0",
+                "sealwatch.peer.k8s.namespace.name": "payments",
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(Attribution::default()).expect("json"),
+            serde_json::json!({})
+        );
     }
 
     #[test]

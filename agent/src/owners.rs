@@ -102,6 +102,7 @@ impl OwnerMaps {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return 0;
         };
+        let cgroup_root = cgroup2_mount();
         for entry in procs.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -113,12 +114,12 @@ impl OwnerMaps {
             if pid == std::process::id() {
                 continue;
             }
-            filed += self.seed_process(pid);
+            filed += self.seed_process(pid, cgroup_root.as_deref());
         }
         filed
     }
 
-    fn seed_process(&mut self, pid: u32) -> usize {
+    fn seed_process(&mut self, pid: u32, cgroup_root: Option<&std::path::Path>) -> usize {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             return 0;
         };
@@ -133,7 +134,7 @@ impl OwnerMaps {
         if sockets.is_empty() {
             return 0;
         }
-        let Some(owner) = proc_owner(pid) else {
+        let Some(owner) = proc_owner(pid, cgroup_root) else {
             return 0;
         };
         let Some(pidfd) = pidfd_open(pid) else {
@@ -185,7 +186,8 @@ impl OwnerMaps {
 /// Live attribution: the owner maps, and what /proc says about their processes.
 pub struct Attributor {
     maps: OwnerMaps,
-    processes: std::collections::HashMap<(u32, [u8; 16]), Process>,
+    /// Command lines by process (pid and comm: a reused pid is another process).
+    command_lines: std::collections::HashMap<(u32, [u8; 16]), Option<String>>,
     /// Services already listed.
     services: HashSet<ListenKey>,
     users: Users,
@@ -193,21 +195,15 @@ pub struct Attributor {
     pods: PodView,
 }
 
-/// What /proc said about a process while it ran (nothing once it has exited).
-#[derive(Clone, Default)]
-struct Process {
-    command_line: Option<String>,
-}
-
 pub use crate::attrib::process::MAX_COMMAND_LINE;
-/// Processes remembered; the cache starts over when full.
+/// Command lines remembered; the cache starts over when full.
 const MAX_PROCESSES: usize = 4096;
 
 impl Attributor {
     pub fn new(maps: OwnerMaps, pods: PodView) -> Attributor {
         Attributor {
             maps,
-            processes: std::collections::HashMap::new(),
+            command_lines: std::collections::HashMap::new(),
             services: HashSet::new(),
             users: Users::new(),
             cgroups: CgroupIndex::new(),
@@ -266,18 +262,18 @@ impl Attributor {
         if container.as_ref().is_some_and(|c| c.pod_uid.is_some()) && pod.is_none() {
             self.pods.missed();
         }
-        if self.processes.len() >= MAX_PROCESSES {
-            self.processes.clear();
+        if self.command_lines.len() >= MAX_PROCESSES {
+            self.command_lines.clear();
         }
-        let process = self
-            .processes
+        let command_line = self
+            .command_lines
             .entry((o.tgid, o.comm))
-            .or_insert_with(|| read_process(o, &self.maps.exec_args))
+            .or_insert_with(|| command_line_of(o, &self.maps.exec_args))
             .clone();
         Party {
             pid: Some(o.tgid),
             executable: Some(comm(o)),
-            command_line: process.command_line,
+            command_line,
             owner: Some(self.users.name(o.uid)),
             container_id: container.map(|c| c.id),
             pod: pod.map(|p| p.name.clone()),
@@ -320,12 +316,10 @@ impl crate::flows::Attribute for Attributor {
         }
         if local_party.is_empty() {
             // Only the other end is known here: it is the local one.
-            std::mem::swap(&mut local_party, &mut peer_party);
-            let side = if side == "client" { "server" } else { "client" };
             return Attribution {
-                local_side: Some(side),
-                local: local_party,
-                peer: peer_party,
+                local_side: Some(if side == "client" { "server" } else { "client" }),
+                local: peer_party,
+                peer: local_party,
             };
         }
         Attribution {
@@ -347,21 +341,18 @@ impl crate::flows::Attribute for Attributor {
 /// The command line of `o`'s process: from /proc while it runs (same pid, same comm), else
 /// as the kernel recorded it at its last execve (when its first argument names the same
 /// executable).
-fn read_process(o: &Owner, exec_args: &HashMap<MapData, u32, ExecArgs>) -> Process {
+fn command_line_of(o: &Owner, exec_args: &HashMap<MapData, u32, ExecArgs>) -> Option<String> {
     let proc = ProcFs::new();
     if proc.comm(o.tgid).is_some_and(|c| c == comm(o))
         && let Some(line) = proc.command_line(o.tgid)
     {
-        return Process {
-            command_line: Some(line),
-        };
+        return Some(line);
     }
-    let recorded = exec_args.get(&o.tgid, 0).ok();
-    Process {
-        command_line: recorded
-            .filter(|a| names_comm(a.args(), &comm(o)))
-            .and_then(|a| crate::attrib::process::command_line(a.args())),
-    }
+    exec_args
+        .get(&o.tgid, 0)
+        .ok()
+        .filter(|a| names_comm(a.args(), &comm(o)))
+        .and_then(|a| crate::attrib::process::command_line(a.args()))
 }
 
 /// Whether the first argument's file name is the executable `comm` names (cut at 15 bytes).
@@ -380,16 +371,15 @@ struct LocalAddrs {
 
 impl LocalAddrs {
     fn contains(&mut self, addr: IpAddr) -> bool {
-        if self.read_at.is_none_or(|t| t.elapsed() > LOCAL_ADDRS_TTL) || !self.addrs.contains(&addr)
-        {
-            // A miss reads again too, at most once per second: an address added a moment ago.
-            let fresh = self
-                .read_at
-                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
-            if !fresh || self.addrs.is_empty() {
-                self.addrs = interface_addrs();
-                self.read_at = Some(Instant::now());
-            }
+        let age = self.read_at.map(|t| t.elapsed());
+        let stale = age.is_none_or(|a| a > LOCAL_ADDRS_TTL);
+        // A miss reads again too (an address added a moment ago), at most once per second.
+        let missed = !self.addrs.contains(&addr)
+            && (age.is_none_or(|a| a >= std::time::Duration::from_secs(1))
+                || self.addrs.is_empty());
+        if stale || missed {
+            self.addrs = interface_addrs();
+            self.read_at = Some(Instant::now());
         }
         self.addrs.contains(&addr)
     }
@@ -430,6 +420,10 @@ fn interface_addrs() -> HashSet<IpAddr> {
     out
 }
 
+/// Socket options libc does not name: a socket's cookie and its network namespace's.
+const SO_COOKIE: libc::c_int = 57;
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
 /// Lowest port of the default ephemeral range: UDP sockets bound at or above it are taken for
 /// clients.
 const EPHEMERAL_PORTS: u16 = 32768;
@@ -446,8 +440,7 @@ impl SocketTables {
     /// Whether `pid`'s namespace has a TCP listener, or an unconnected UDP socket on a
     /// non-ephemeral port, on `port`.
     fn serves(&mut self, pid: u32, proto: u8, port: u16) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino()) else {
+        let Some(ns) = ProcFs::new().netns(pid) else {
             return false;
         };
         let served = self.by_netns.entry(ns).or_insert_with(|| served_ports(pid));
@@ -470,7 +463,7 @@ fn is_service(e: &SocketEntry) -> bool {
 }
 
 /// What the kernel programs would have recorded for a process: pid, uid, cgroup, comm.
-fn proc_owner(pid: u32) -> Option<Owner> {
+fn proc_owner(pid: u32, cgroup_root: Option<&std::path::Path>) -> Option<Owner> {
     let proc = ProcFs::new();
     let uid = proc.uid(pid)?;
     let name = proc.comm(pid)?;
@@ -481,16 +474,13 @@ fn proc_owner(pid: u32) -> Option<Owner> {
     Some(Owner {
         tgid: pid,
         uid,
-        cgroup_id: proc_cgroup_id(pid).unwrap_or(0),
+        cgroup_id: cgroup_root
+            .zip(proc.cgroup(pid))
+            .and_then(|(root, path)| cgroup_id(root, &path))
+            .unwrap_or(0),
         netns: 0,
         comm,
     })
-}
-
-/// The cgroup v2 id of a process: the inode of its cgroup's directory.
-fn proc_cgroup_id(pid: u32) -> Option<u64> {
-    let path = ProcFs::new().cgroup(pid)?;
-    cgroup_id(&cgroup2_mount()?, &path)
 }
 
 fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
@@ -520,8 +510,6 @@ struct SocketInfo {
 
 fn socket_info(sock: &std::os::fd::OwnedFd) -> Option<SocketInfo> {
     use std::os::fd::AsRawFd;
-    const SO_COOKIE: libc::c_int = 57;
-    const SO_NETNS_COOKIE: libc::c_int = 71;
     let fd = sock.as_raw_fd();
     let domain = getsockopt::<libc::c_int>(fd, libc::SO_DOMAIN)?;
     if domain != libc::AF_INET && domain != libc::AF_INET6 {
@@ -592,10 +580,14 @@ fn getsockopt<T: Copy + Default>(fd: i32, opt: libc::c_int) -> Option<T> {
 
 /// SO_NETNS_COOKIE of any socket here: the cookie the kernel programs see for this namespace.
 fn netns_cookie() -> Option<u64> {
-    const SO_NETNS_COOKIE: libc::c_int = 71;
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
-        .ok()?;
+    // An unbound socket: binding one would list the agent itself as serving a port.
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     getsockopt(std::os::fd::AsRawFd::as_raw_fd(&sock), SO_NETNS_COOKIE)
 }
 

@@ -436,25 +436,26 @@ impl Programs {
             path: cgroup_root.to_owned(),
             source: e,
         })?;
-        let at = |program: &'static str| Site {
-            program,
-            iface: "cgroup",
-            ifindex: 0,
-            side: Side::TcEgress,
+        let at = |program: &'static str| {
+            move |source| AttachError::Attach {
+                program,
+                iface: cgroup_root.display().to_string(),
+                source,
+            }
         };
         for program in OWNER_SOCK_ADDR {
             let prog: &mut CgroupSockAddr = program_mut(&mut self.ebpf, program)?;
             prog.load()
                 .map_err(|source| LoadError::Program { program, source })?;
             prog.attach(&root, CgroupAttachMode::Single)
-                .map_err(|e| at(program).attach_err(e))?;
+                .map_err(at(program))?;
         }
         for program in OWNER_SOCK {
             let prog: &mut CgroupSock = program_mut(&mut self.ebpf, program)?;
             prog.load()
                 .map_err(|source| LoadError::Program { program, source })?;
             prog.attach(&root, CgroupAttachMode::Single)
-                .map_err(|e| at(program).attach_err(e))?;
+                .map_err(at(program))?;
         }
         let prog: &mut SockOps = program_mut(&mut self.ebpf, OWNER_SOCK_OPS)?;
         prog.load().map_err(|source| LoadError::Program {
@@ -462,7 +463,7 @@ impl Programs {
             source,
         })?;
         prog.attach(&root, CgroupAttachMode::Single)
-            .map_err(|e| at(OWNER_SOCK_OPS).attach_err(e))?;
+            .map_err(at(OWNER_SOCK_OPS))?;
         info!(cgroup = %cgroup_root.display(), "socket owners followed");
         // Command lines of processes too short-lived for /proc: best effort.
         for (program, syscall) in OWNER_EXEC {

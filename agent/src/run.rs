@@ -128,6 +128,12 @@ pub async fn run<W: Write>(
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
 
+    let node = node.await.unwrap_or_default();
+    let at = Attaching {
+        args,
+        mode,
+        node: &node,
+    };
     let mut attached = Vec::new();
     for iface in &args.ifaces {
         attached.push(programs.attach(iface, args.attach, pins.as_mut())?);
@@ -136,13 +142,7 @@ pub async fn run<W: Write>(
     let mut links = if args.all_interfaces {
         let mut watch = LinkWatch::open().map_err(RunError::Links)?;
         for change in watch.present().await.map_err(RunError::Links)? {
-            on_link(
-                &mut programs,
-                pins.as_mut(),
-                (args, mode),
-                change,
-                &mut link_events,
-            );
+            on_link(&mut programs, pins.as_mut(), at, change, &mut link_events);
         }
         Some(watch)
     } else {
@@ -167,13 +167,8 @@ pub async fn run<W: Write>(
     if let Some(p) = &mut pins {
         p.settle().map_err(RunError::Pins)?;
     }
-    let node = node.await.unwrap_or_default();
     for a in attached {
-        let mut event = attached_event(a, args, mode);
-        if let Event::Agent(e) = &mut event {
-            e.resource = node.attributes().clone();
-        }
-        emit(&mut out, &event)?;
+        emit(&mut out, &attached_event(a, at))?;
     }
     for e in link_events.drain(..) {
         emit(&mut out, &e)?;
@@ -209,21 +204,21 @@ pub async fn run<W: Write>(
                     info!("policy file changed: reloading");
                     reload_policy(args, &mut kernel_policy, &mut compiled, &pods, &mut tracker, &mut pending);
                 }
-                                if now >= next_services
+                if now >= next_services
                     && tracker.services(&rfc3339(SystemTime::now()), &mut pending)
                 {
                     next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
-                    refresh_cgroups(&mut kernel_policy, &mut compiled, &pods);
+                    refresh_exclusions(&mut kernel_policy, &mut compiled, &pods);
                     next_cgroup_refresh = now.saturating_add(CGROUP_REFRESH.as_nanos() as u64);
                 }
             }
-                        Some(changes) = next_links(&mut links) => match changes {
+            Some(changes) = next_links(&mut links) => match changes {
                 Ok(changes) => {
                     for change in changes {
-                        let mode = tracker.policy().mode().name();
-                        on_link(&mut programs, pins.as_mut(), (args, mode), change, &mut pending);
+                        let at = Attaching { mode: tracker.policy().mode().name(), ..at };
+                        on_link(&mut programs, pins.as_mut(), at, change, &mut pending);
                     }
                 }
                 Err(e) => {
@@ -336,7 +331,7 @@ fn kube_config(args: &RunArgs) -> KubeConfig {
 fn on_link(
     programs: &mut Programs,
     pins: Option<&mut Pins>,
-    (args, mode): (&RunArgs, &'static str),
+    at: Attaching<'_>,
     change: LinkChange,
     out: &mut Vec<Event>,
 ) {
@@ -346,8 +341,8 @@ fn on_link(
             if programs.attachments().iter().any(|a| a.ifindex == index) {
                 return;
             }
-            match programs.attach(&name, args.attach, pins) {
-                Ok(a) => out.push(attached_event(a, args, mode)),
+            match programs.attach(&name, at.args.attach, pins) {
+                Ok(a) => out.push(attached_event(a, at)),
                 Err(e) => {
                     warn!(iface = %name, error = %e, "cannot attach; the other interfaces go on");
                     let mut event = agent_event("attach_failed", Some(name), None, BTreeMap::new());
@@ -374,7 +369,17 @@ async fn next_links(watch: &mut Option<LinkWatch>) -> Option<io::Result<Vec<Link
     }
 }
 
-fn attached_event(a: crate::programs::Attachment, args: &RunArgs, mode: &'static str) -> Event {
+/// What every `attached` event says besides its interface.
+#[derive(Clone, Copy)]
+struct Attaching<'a> {
+    args: &'a RunArgs,
+    /// The policy's mode at the time.
+    mode: &'static str,
+    node: &'a NodeIdentity,
+}
+
+fn attached_event(a: crate::programs::Attachment, at: Attaching<'_>) -> Event {
+    let Attaching { args, mode, node } = at;
     let attach = match args.attach {
         AttachMode::Tc => "tc",
         AttachMode::Xdp => "xdp",
@@ -384,6 +389,7 @@ fn attached_event(a: crate::programs::Attachment, args: &RunArgs, mode: &'static
         e.mode = Some(mode);
         e.on_exit = Some(args.on_exit.name());
         e.adopted = a.adopted.then_some(true);
+        e.resource = node.attributes().clone();
     }
     event
 }
@@ -450,7 +456,7 @@ fn install(
 /// Processes and pods come and go: the cgroups process exclusions resolve to are looked up
 /// again, and the addresses of the pods pod exclusions select (a change installs the policy
 /// again, as one switch).
-fn refresh_cgroups(maps: &mut PolicyMaps, compiled: &mut Compiled, pods: &PodView) {
+fn refresh_exclusions(maps: &mut PolicyMaps, compiled: &mut Compiled, pods: &PodView) {
     if !compiled.pod_rules.is_empty() {
         let nets = compiled.nets_with_pods(pods.snapshot().pods());
         if nets != compiled.nets {
