@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach the kernel programs and report every flow's encryption verdict until SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Classify the flows in pcap/pcapng captures with the same engine, offline.
     Analyze(AnalyzeArgs),
     /// Work with policy files.
@@ -59,6 +59,9 @@ pub struct AnalyzeArgs {
     /// Policy file (YAML, see `sealwatch policy check`); without it, the built-in defaults.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub flow_log: FlowLogArgs,
 
     /// Only read the captures frame by frame and print what was read as one JSON object: the
     /// baseline `cargo xtask bench` measures analysis against.
@@ -142,6 +145,103 @@ pub struct RunArgs {
     /// default /sys/fs/bpf/sealwatch/net-INODE (the netns inode), one per network namespace.
     #[arg(long, value_name = "DIR")]
     pub pin_dir: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub flow_log: FlowLogArgs,
+
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+
+    /// Serve Prometheus metrics (`/metrics`) and probes (`/healthz`, `/readyz`: ready once
+    /// attached) over HTTP on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlowLogArgs {
+    /// Also write a flow log to FILE: JSON lines, one `flow.record` per flow per interval with
+    /// its packets and bytes in that window (contract keys, `sealwatch.encryption_status` as in
+    /// AWS VPC flow logs), plus `service` and `agent` events. Read by `sealwatch report`.
+    #[arg(long, value_name = "FILE")]
+    pub flow_log: Option<std::path::PathBuf>,
+
+    /// Aggregation interval of flow-log records (`run`: wall clock; `analyze`: capture time).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub flow_log_interval: Duration,
+
+    /// Rotate the flow log before it grows past this size (FILE becomes FILE.1, ...).
+    #[arg(long, default_value = "100MiB", value_parser = crate::flowlog::parse_size)]
+    pub flow_log_max_size: u64,
+
+    /// Rotated flow-log files kept (FILE.1 .. FILE.N); older ones are removed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub flow_log_keep: u32,
+}
+
+impl FlowLogArgs {
+    pub fn config(&self) -> Option<crate::flowlog::FlowLogConfig> {
+        Some(crate::flowlog::FlowLogConfig {
+            path: self.flow_log.clone()?,
+            max_bytes: self.flow_log_max_size,
+            keep: self.flow_log_keep,
+            interval: self.flow_log_interval,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OtlpArgs {
+    /// Export alerts (log records) and metrics to this OpenTelemetry collector, e.g.
+    /// `http://otel-collector:4317`; `https://` for TLS.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport; default `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf` for an
+    /// endpoint on port 4318 and `grpc` otherwise.
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<crate::telemetry::otlp::Protocol>,
+
+    /// PEM file of the CA that signs the collector's certificate (default: the system's roots).
+    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    pub otlp_ca: Option<std::path::PathBuf>,
+
+    /// Limit of one export attempt (each is retried with backoff).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub otlp_timeout: Duration,
+
+    /// How often metrics are exported.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub otlp_metrics_interval: Duration,
+
+    /// Alert records waiting for the collector, at most; beyond, they are dropped and counted
+    /// (`sealwatch.alerts.dropped`).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub otlp_queue: u32,
+
+    /// Deduplication of alerts: the first flow of an offence (client, server, port, protocol,
+    /// action) is alerted at once, its repeats once per interval with their count.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub alert_interval: Duration,
+}
+
+impl OtlpArgs {
+    pub fn config(
+        &self,
+    ) -> Result<Option<crate::telemetry::otlp::OtlpConfig>, crate::telemetry::otlp::OtlpError> {
+        let Some(endpoint) = self.otlp_endpoint.clone().filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        let protocol = crate::telemetry::otlp::Protocol::resolve(self.otlp_protocol, &endpoint)?;
+        Ok(Some(crate::telemetry::otlp::OtlpConfig {
+            endpoint,
+            protocol,
+            ca: self.otlp_ca.clone(),
+            timeout: self.otlp_timeout,
+            metrics_interval: self.otlp_metrics_interval,
+            queue: self.otlp_queue as usize,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

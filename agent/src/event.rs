@@ -181,6 +181,22 @@ pub struct FlowEvent {
 
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub end: Option<FlowEnd>,
+    /// On `flow.record` (the flow log): the aggregation window the counts of `end` cover.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordWindow>,
+}
+
+/// A flow-log record's window: `end`'s packets and bytes are those sent within it, like an
+/// AWS VPC flow log record's `start`/`end`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordWindow {
+    #[serde(rename = "sealwatch.record.start")]
+    pub start: String,
+    #[serde(rename = "sealwatch.record.end")]
+    pub end: String,
+    /// `active`, or `ended` on a flow's last record (which has `sealwatch.end_reason`).
+    #[serde(rename = "sealwatch.flow.state")]
+    pub state: &'static str,
 }
 
 /// The process, container and pod behind one end of a flow.
@@ -293,15 +309,20 @@ impl FlowEvent {
             exclusion: None,
             attribution: Attribution::default(),
             end: None,
+            record: None,
         }
     }
 }
 
-/// What `flow.end` adds: totals per direction and why the flow ended.
+/// What `flow.end` adds: totals per direction and why the flow ended. A `flow.record` has the
+/// same keys, counting only its window, and the reason only on a flow's last record.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowEnd {
-    #[serde(rename = "sealwatch.end_reason")]
-    pub reason: &'static str,
+    #[serde(
+        rename = "sealwatch.end_reason",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reason: Option<&'static str>,
     #[serde(rename = "sealwatch.flow.start")]
     pub start: String,
     #[serde(rename = "sealwatch.flow.duration_ms")]

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use crate::{
     clock::{rfc3339, to_system_time},
     deep::{self, Findings, Settled},
-    event::{Attribution, Endpoints, Event, FlowEnd, FlowEvent},
+    event::{Attribution, Endpoints, Event, FlowEnd, FlowEvent, RecordWindow},
     events::Sample,
     policy::{Action, Facts, Policy},
     programs::ifname,
@@ -117,6 +117,17 @@ struct Tracked {
     kernel: Kernel,
     /// Who is behind the flow, as named when it was reported.
     attribution: Option<Attribution>,
+    /// What the flow's records counted so far (flow log).
+    recorded: Recorded,
+}
+
+/// The totals a flow's last `flow.record` counted up to, and when its window ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Recorded {
+    /// Window end of the last record; 0 before the first (which starts at the first packet).
+    until_ns: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
 }
 
 /// Names who is behind a flow's ends (live runs: the kernel recorded socket owners).
@@ -205,6 +216,10 @@ pub struct FlowTracker<T> {
     /// Offline, `drop` says what enforce mode would do.
     kernel_enforces: bool,
     attribute: Option<Box<dyn Attribute>>,
+    /// Aggregation interval of `flow.record`s; none when nobody reads them.
+    record_every_ns: Option<u64>,
+    /// Entries in the table at the last sweep.
+    table_entries: usize,
 }
 
 impl<T: FlowTable> FlowTracker<T> {
@@ -223,7 +238,22 @@ impl<T: FlowTable> FlowTracker<T> {
             closing: std::collections::VecDeque::new(),
             kernel_enforces: false,
             attribute: None,
+            record_every_ns: None,
+            table_entries: 0,
         }
+    }
+
+    /// Every reported flow also gets a `flow.record` per `interval` it carries traffic in
+    /// (at the first sweep after it), and one when it ends: the flow log's records, whose
+    /// counts add up to the flow's totals.
+    pub fn with_records(mut self, interval: std::time::Duration) -> FlowTracker<T> {
+        self.record_every_ns = Some(interval.as_nanos().try_into().unwrap_or(u64::MAX).max(1));
+        self
+    }
+
+    /// Flow-table entries at the last sweep (its occupancy).
+    pub fn table_entries(&self) -> usize {
+        self.table_entries
     }
 
     /// Flow events name the processes, containers and pods behind their ends.
@@ -512,6 +542,7 @@ impl<T: FlowTable> FlowTracker<T> {
     /// ends flows the LRU evicted.
     pub fn sweep(&mut self, now: u64, out: &mut Vec<Event>) {
         let entries = self.table.entries();
+        self.table_entries = entries.len();
         let mut present: HashSet<FlowKey, FlowHasher> =
             HashSet::with_capacity_and_hasher(entries.len(), FlowHasher::default());
         for (key, state) in entries {
@@ -533,6 +564,7 @@ impl<T: FlowTable> FlowTracker<T> {
             if state.flags & FLOW_CLOSING != 0 {
                 self.mark_closing(key, now);
             }
+            self.record_due(&key, &state, now, out);
             if let Some(t) = self.flows.get_mut(&key) {
                 t.last_seen = Some(state);
             }
@@ -628,7 +660,7 @@ impl<T: FlowTable> FlowTracker<T> {
         let client = usize::from(Endpoints::client_index(state.client_side));
         let server = client ^ 1;
         event.end = Some(FlowEnd {
-            reason: reason.name(&state),
+            reason: Some(reason.name(&state)),
             start: self.time(state.first_ns),
             duration_ms: state.last_ns.saturating_sub(state.first_ns) / 1_000_000,
             client_packets: state.packets[client],
@@ -636,7 +668,97 @@ impl<T: FlowTable> FlowTracker<T> {
             server_packets: state.packets[server],
             server_bytes: state.bytes[server],
         });
+        let last = self
+            .record_every_ns
+            .map(|_| self.record_of(&event, &state, &tracked.recorded, state.last_ns, true));
         out.push(Event::Flow(Box::new(event)));
+        out.extend(last.map(|r| Event::Flow(Box::new(r))));
+    }
+
+    /// A `flow.record` for a reported flow whose window has lasted the interval, if it carried
+    /// traffic in it (an idle window is folded into the next).
+    fn record_due(&mut self, key: &FlowKey, state: &FlowState, now: u64, out: &mut Vec<Event>) {
+        let Some(every) = self.record_every_ns else {
+            return;
+        };
+        let Some(t) = self.flows.get(key) else {
+            return;
+        };
+        let since = if t.recorded.until_ns == 0 {
+            state.first_ns
+        } else {
+            t.recorded.until_ns
+        };
+        if !t.reported
+            || now.saturating_sub(since) < every
+            || (state.packets == t.recorded.packets && state.bytes == t.recorded.bytes)
+        {
+            return;
+        }
+        let (Some(findings), kernel, attribution, recorded) = (
+            t.verdict.clone(),
+            t.kernel,
+            t.attribution.clone(),
+            t.recorded,
+        ) else {
+            return;
+        };
+        let mut base = self.flow_event(
+            key,
+            state.client_side,
+            &findings,
+            kernel,
+            (state.ifindex, state.last_ns),
+        );
+        base.attribution = attribution.unwrap_or_default();
+        let record = self.record_of(&base, state, &recorded, now, false);
+        if let Some(t) = self.flows.get_mut(key) {
+            t.recorded = Recorded {
+                until_ns: now,
+                packets: state.packets,
+                bytes: state.bytes,
+            };
+        }
+        out.push(Event::Flow(Box::new(record)));
+    }
+
+    /// `base` (the flow's event) as the record of what `state` adds to `last`, in the window
+    /// from `last` (or the flow's start) to `until`.
+    fn record_of(
+        &self,
+        base: &FlowEvent,
+        state: &FlowState,
+        last: &Recorded,
+        until: u64,
+        ended: bool,
+    ) -> FlowEvent {
+        let client = usize::from(Endpoints::client_index(state.client_side));
+        let server = client ^ 1;
+        let since = if last.until_ns == 0 {
+            state.first_ns
+        } else {
+            last.until_ns
+        };
+        let delta =
+            |now: &[u64; 2], then: &[u64; 2], side: usize| now[side].saturating_sub(then[side]);
+        let mut record = base.clone();
+        record.event = "flow.record";
+        record.time = self.time(until);
+        record.end = Some(FlowEnd {
+            reason: base.end.as_ref().and_then(|e| e.reason).filter(|_| ended),
+            start: self.time(state.first_ns),
+            duration_ms: until.saturating_sub(state.first_ns) / 1_000_000,
+            client_packets: delta(&state.packets, &last.packets, client),
+            client_bytes: delta(&state.bytes, &last.bytes, client),
+            server_packets: delta(&state.packets, &last.packets, server),
+            server_bytes: delta(&state.bytes, &last.bytes, server),
+        });
+        record.record = Some(RecordWindow {
+            start: self.time(since),
+            end: self.time(until),
+            state: if ended { "ended" } else { "active" },
+        });
+        record
     }
 
     /// Drops what user space keeps of a flow (a stale deadline entry is skipped later).
@@ -914,11 +1036,98 @@ mod tests {
             .end
             .as_ref()
             .map(|e| (e.reason, e.client_bytes, e.server_bytes, e.client_packets));
-        assert_eq!(totals, Some(("fin", 600, 9000, 5)));
+        assert_eq!(totals, Some((Some("fin"), 600, 9000, 5)));
         assert!(t.table.0.is_empty(), "ended flows leave the kernel table");
         t.sweep(now + 2 * SEC, &mut out);
         t.finish_all(EndOfInput::AgentStop, &mut out);
         assert_eq!(out.len(), 2, "nothing more once ended");
+    }
+
+    #[test]
+    fn records_count_each_interval_and_add_up_to_the_totals() {
+        let now = 100 * SEC;
+        let k = key(IPPROTO_TCP);
+        let mut state = http_state(now);
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS)
+            .with_records(std::time::Duration::from_secs(10));
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        t.flush_pending(now + HOLD_NS, &mut out);
+        t.sweep(now + 5 * SEC, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "the verdict only: the first window is not over"
+        );
+        // 10 s after the flow's first packet: the first window's record.
+        state.last_ns = now + 7 * SEC;
+        state.packets = [10, 8];
+        state.bytes = [12000, 900];
+        t.table.0.insert(k, state);
+        t.sweep(now + 8 * SEC, &mut out);
+        // A window without traffic is folded into the next.
+        t.sweep(now + 19 * SEC, &mut out);
+        state.last_ns = now + 25 * SEC;
+        state.packets = [14, 9];
+        state.bytes = [20000, 1000];
+        t.table.0.insert(k, state);
+        t.sweep(now + 30 * SEC, &mut out);
+        state.last_ns = now + 31 * SEC;
+        state.packets = [15, 10];
+        state.bytes = [20100, 1100];
+        t.table.0.insert(k, state);
+        t.finish_all(EndOfInput::AgentStop, &mut out);
+        let records: Vec<_> = flows(&out)
+            .into_iter()
+            .filter(|f| f.event == "flow.record")
+            .collect();
+        let counts: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let c = r.end.as_ref().map(|e| {
+                    (
+                        e.client_bytes,
+                        e.server_bytes,
+                        e.client_packets,
+                        e.server_packets,
+                        e.reason,
+                    )
+                });
+                let w = r.record.as_ref().map(|w| w.state);
+                (c, w)
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                (Some((900, 12000, 8, 10, None)), Some("active")),
+                (Some((100, 8000, 1, 4, None)), Some("active")),
+                (Some((100, 100, 1, 1, Some("agent_stop"))), Some("ended")),
+            ]
+        );
+        let end = flows(&out)
+            .into_iter()
+            .find(|f| f.event == "flow.end")
+            .and_then(|f| f.end.clone());
+        let sum: u64 = records
+            .iter()
+            .filter_map(|r| r.end.as_ref())
+            .map(|e| e.client_bytes + e.server_bytes)
+            .sum();
+        assert_eq!(Some(sum), end.map(|e| e.client_bytes + e.server_bytes));
+        // Windows follow one another: each starts where the last ended.
+        let windows: Vec<_> = records
+            .iter()
+            .filter_map(|r| r.record.as_ref().map(|w| (w.start.clone(), w.end.clone())))
+            .collect();
+        assert_eq!(windows[1].0, windows[0].1);
+        assert_eq!(windows[2].0, windows[1].1);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.protocol == "http" && r.action == "alert")
+        );
     }
 
     #[test]
@@ -957,7 +1166,7 @@ mod tests {
         );
         assert_eq!(
             f[1].end.as_ref().map(|e| (e.reason, e.client_bytes)),
-            Some(("idle", 120))
+            Some((Some("idle"), 120))
         );
     }
 
@@ -993,7 +1202,7 @@ mod tests {
         let end = flows(&out)[1];
         assert_eq!(
             end.end.as_ref().map(|e| (e.reason, e.server_bytes)),
-            Some(("evicted", 9000))
+            Some((Some("evicted"), 9000))
         );
         assert_eq!(t.stats().flows_evicted, 1);
     }
@@ -1165,7 +1374,7 @@ mod tests {
         t.finish_all(EndOfInput::AgentStop, &mut out);
         assert_eq!(
             flows(&out)[1].end.as_ref().map(|e| e.reason),
-            Some("agent_stop")
+            Some(Some("agent_stop"))
         );
     }
 }

@@ -66,11 +66,22 @@ fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let flow_log = match args.flow_log.config() {
+                Some(c) => match sealwatch::flowlog::FlowLog::open(c, Default::default()) {
+                    Ok(log) => Some(log),
+                    Err(e) => {
+                        eprintln!("sealwatch: {}", error_chain(&e));
+                        return ExitCode::from(2);
+                    }
+                },
+                None => None,
+            };
             match offline::analyze(
                 &args.files,
                 args.idle_timeout,
                 format,
                 policy,
+                flow_log,
                 std::io::stdout().lock(),
             ) {
                 Ok(summary) => {
@@ -108,6 +119,10 @@ fn main() -> ExitCode {
                 kernel_log_level,
             )) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is_bad_input() => {
+                    eprintln!("sealwatch: {}", error_chain(&e));
+                    ExitCode::from(2)
+                }
                 Err(e) => fail(&error_chain(&e)),
             }
         }

@@ -31,6 +31,7 @@ use crate::{
     flows::{EndOfInput, FlowMap, FlowTracker, Timeouts},
     output::Output,
     progress::Progress,
+    sinks::is_record,
 };
 
 const PPP_IPV4: u16 = 0x0021;
@@ -451,6 +452,7 @@ pub fn analyze<W: Write>(
     idle_timeout: Duration,
     format: OutputFormat,
     policy: std::sync::Arc<crate::policy::Policy>,
+    mut flow_log: Option<crate::flowlog::FlowLog>,
     writer: W,
 ) -> Result<Summary, AnalyzeError> {
     let mut out = Output::batched(format, writer);
@@ -476,6 +478,9 @@ pub fn analyze<W: Write>(
         let mut tracker = FlowTracker::offline(FlowMap::default(), timeouts, name)
             .with_sample_budget(u64::from(engine.sample_budget))
             .with_policy(policy.clone());
+        if let Some(log) = &flow_log {
+            tracker = tracker.with_records(log.interval());
+        }
         let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
@@ -501,6 +506,12 @@ pub fn analyze<W: Write>(
                 next_sweep = frame.ts_ns.saturating_add(timeouts.sweep_interval_ns());
             }
             for e in &events {
+                if let Some(log) = &mut flow_log {
+                    log.write(e);
+                }
+                if is_record(e) {
+                    continue;
+                }
                 summary.add(e);
                 if let Err(err) = out.write(e) {
                     write_error.get_or_insert(err);
@@ -524,6 +535,12 @@ pub fn analyze<W: Write>(
         read_before += size;
         tracker.finish_all(EndOfInput::CaptureEnd, &mut events);
         for e in events.drain(..) {
+            if let Some(log) = &mut flow_log {
+                log.write(&e);
+            }
+            if is_record(&e) {
+                continue;
+            }
             summary.add(&e);
             out.write(&e).map_err(AnalyzeError::Output)?;
             if out.pending() >= MAX_PENDING_BYTES {
@@ -531,6 +548,9 @@ pub fn analyze<W: Write>(
             }
         }
         out.flush().map_err(AnalyzeError::Output)?;
+        if let Some(log) = &mut flow_log {
+            log.flush();
+        }
         if let Some(err) = write_error {
             return Err(AnalyzeError::Output(err));
         }

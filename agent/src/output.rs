@@ -123,7 +123,7 @@ fn flow_text(f: &FlowEvent) -> String {
             f.time,
             "end",
             f.protocol,
-            end.reason,
+            end.reason.unwrap_or("open"),
             end.duration_ms,
             end.client_bytes,
             end.client_packets,

@@ -26,6 +26,7 @@ use crate::{
     clock::{monotonic_ns, rfc3339},
     event::{AgentEvent, Event},
     events::{KernelEvent, spawn_reader},
+    flowlog::{FlowLog, FlowLogError},
     flows::{EndOfInput, FlowTracker, Timeouts, TrackerStats},
     links::{LinkChange, LinkWatch},
     output::Output,
@@ -37,6 +38,13 @@ use crate::{
     },
     programs::{
         AttachError, LoadError, LoadOptions, PolicyMapError, PolicyMaps, Programs, ifindex,
+    },
+    sinks::Sinks,
+    telemetry::{
+        Telemetry,
+        metrics::Metrics,
+        otlp::OtlpError,
+        serve::{self, Ready},
     },
 };
 
@@ -51,6 +59,8 @@ const CGROUP_REFRESH: Duration = Duration::from_secs(2);
 const POD_REFRESH: Duration = Duration::from_secs(30);
 /// How often newly bound ports are listed as `service` events.
 const SERVICE_SCAN: Duration = Duration::from_secs(5);
+/// How often the kernel's and the tracker's counters are copied into the metrics.
+const METRICS_REFRESH: Duration = Duration::from_secs(5);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
 const EVENT_QUEUE: usize = 4096;
 
@@ -72,6 +82,24 @@ pub enum RunError {
     Pins(#[source] PinError),
     #[error("cannot follow interfaces (rtnetlink): {0}")]
     Links(#[source] io::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsAddr {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    FlowLog(#[from] FlowLogError),
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+}
+
+impl RunError {
+    /// Bad input (exit 2 per the contract) rather than a runtime failure: a flow log that
+    /// cannot be opened, an OTLP setting or CA file that is wrong.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, RunError::FlowLog(_) | RunError::Otlp(_))
+    }
 }
 
 pub async fn run<W: Write>(
@@ -81,7 +109,7 @@ pub async fn run<W: Write>(
     writer: W,
     kernel_log_level: u8,
 ) -> Result<(), RunError> {
-    let mut out = Output::new(format, writer);
+    let out = Output::new(format, writer);
     // A typo in --iface should say so, not surface after a second of program verification.
     if let Some(iface) = args.ifaces.iter().find(|i| ifindex(i).is_none()) {
         return Err(AttachError::NoSuchInterface {
@@ -89,6 +117,20 @@ pub async fn run<W: Write>(
         }
         .into());
     }
+    // Outputs that can fail on a user's setting fail now, before anything is attached.
+    let metrics = Metrics::default();
+    let ready = Ready::default();
+    if let Some(addr) = args.metrics_addr {
+        let listener = serve::bind(addr)
+            .await
+            .map_err(|source| RunError::MetricsAddr { addr, source })?;
+        serve::spawn(listener, metrics.clone(), ready.clone());
+    }
+    let flow_log = match args.flow_log.config() {
+        Some(c) => Some(FlowLog::open(c, metrics.clone())?),
+        None => None,
+    };
+    let otlp = args.otlp.config()?;
     let mut policy_file = PolicyFile::new(args);
     // What this node is, asked while the programs are verified (the metadata service may take
     // up to a second to answer, or to fail to).
@@ -129,6 +171,17 @@ pub async fn run<W: Write>(
     let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
 
     let node = node.await.unwrap_or_default();
+    let telemetry = Telemetry::new(
+        metrics,
+        otlp.as_ref(),
+        args.otlp.alert_interval,
+        node.attributes(),
+    )?;
+    let mut out = Sinks {
+        out,
+        flow_log,
+        telemetry,
+    };
     let at = Attaching {
         args,
         mode,
@@ -173,6 +226,8 @@ pub async fn run<W: Write>(
     for e in link_events.drain(..) {
         emit(&mut out, &e)?;
     }
+    out.flush();
+    ready.set(true);
 
     let timeouts = Timeouts {
         idle_ns: args.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
@@ -182,8 +237,10 @@ pub async fn run<W: Write>(
         .with_sample_budget(u64::from(args.sample_bytes))
         .with_policy(policy)
         .with_kernel_enforcement()
+        .with_records(args.flow_log.flow_log_interval)
         .with_attribution(Box::new(Attributor::new(owners, pods.clone())));
     let mut next_cgroup_refresh = monotonic_ns();
+    let mut next_metrics = monotonic_ns();
     let mut next_services = monotonic_ns();
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -208,6 +265,11 @@ pub async fn run<W: Write>(
                     && tracker.services(&rfc3339(SystemTime::now()), &mut pending)
                 {
                     next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
+                }
+                                out.telemetry.tick(now);
+                if now >= next_metrics {
+                    out.telemetry.counters(&counters(&stats_map, tracker.stats()), (tracker.table_entries(), args.flow_capacity));
+                    next_metrics = now.saturating_add(METRICS_REFRESH.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
                     refresh_exclusions(&mut kernel_policy, &mut compiled, &pods);
@@ -236,6 +298,7 @@ pub async fn run<W: Write>(
         for e in pending.drain(..) {
             emit(&mut out, &e)?;
         }
+        out.flush();
     }
 
     // Whatever the kernel queued before the signal still counts.
@@ -248,6 +311,8 @@ pub async fn run<W: Write>(
         emit(&mut out, &e)?;
     }
     let counters = counters(&stats_map, tracker.stats());
+    out.telemetry
+        .counters(&counters, (tracker.table_entries(), args.flow_capacity));
     let lost = counters
         .get("sealwatch.kernel.notices_lost")
         .copied()
@@ -270,7 +335,10 @@ pub async fn run<W: Write>(
         e.on_exit = Some(args.on_exit.name());
         e.pin_dir = Some(p.dir().display().to_string());
     }
-    emit(&mut out, &event)
+    let emitted = emit(&mut out, &event);
+    out.flush();
+    out.telemetry.shutdown();
+    emitted
 }
 
 fn handle<T: crate::flows::FlowTable>(
@@ -394,8 +462,8 @@ fn attached_event(a: crate::programs::Attachment, at: Attaching<'_>) -> Event {
     event
 }
 
-fn emit<W: Write>(out: &mut Output<W>, event: &Event) -> Result<(), RunError> {
-    out.write(event).map_err(RunError::Output)
+fn emit<W: Write>(out: &mut Sinks<W>, event: &Event) -> Result<(), RunError> {
+    out.emit(event).map_err(RunError::Output)
 }
 
 /// SIGHUP or a changed file: reads the policy file again. A valid one replaces the old at once,
