@@ -34,7 +34,11 @@ impl Telemetry {
         node: &BTreeMap<&'static str, String>,
     ) -> Result<Telemetry, OtlpError> {
         let otlp = match otlp {
-            Some(config) => Some(Otlp::start(config, otlp::resource(node), metrics.clone())?),
+            // Off the caller's thread: it may be inside a tokio runtime, where the blocking
+            // HTTP client can neither be built nor dropped.
+            Some(config) => Some(off_runtime(|| {
+                Otlp::start(config, otlp::resource(node), metrics.clone())
+            })?),
             None => None,
         };
         Ok(Telemetry {
@@ -143,7 +147,15 @@ impl Telemetry {
         self.alerts.close_all(&mut self.due);
         self.send_due();
         if let Some(otlp) = self.otlp.take() {
-            otlp.shutdown();
+            off_runtime(|| otlp.shutdown());
         }
     }
+}
+
+/// Runs `f` on a thread of its own and waits for it.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }

@@ -12,7 +12,7 @@
 use std::{
     path::PathBuf,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
@@ -135,8 +135,17 @@ pub struct Otlp {
     logs: SdkLoggerProvider,
     logger: SdkLogger,
     meters: SdkMeterProvider,
-    // Dropped last: the exporters' connections live on it.
-    runtime: tokio::runtime::Runtime,
+    // Shut down last: the exporters' connections live on it. Never dropped in place (that
+    // panics inside the agent's own runtime): see `Drop`.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Otlp {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Otlp {
@@ -163,10 +172,13 @@ impl Otlp {
         };
         let (mut log_exporter, metric_exporter) = exporters(config, ca.as_deref())?;
         log_exporter.set_resource(&resource);
+        // One outage, one warning, whichever signal meets it first.
+        let outage = Arc::new(Outage::default());
         let processor = QueueProcessor::start(
             log_exporter,
             config.queue,
             metrics.clone(),
+            Arc::clone(&outage),
             config.endpoint.clone(),
         );
         let logs = SdkLoggerProvider::builder()
@@ -177,7 +189,7 @@ impl Otlp {
         let reader = PeriodicReader::builder(Counted {
             inner: metric_exporter,
             metrics: metrics.clone(),
-            outage: Outage::default(),
+            outage,
             endpoint: config.endpoint.clone(),
         })
         .with_interval(config.metrics_interval)
@@ -192,7 +204,7 @@ impl Otlp {
             logs,
             logger,
             meters,
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -215,14 +227,16 @@ impl Otlp {
     }
 
     /// Sends what is queued and the metrics' last values, waiting a few seconds at most.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
         if let Err(e) = self.meters.shutdown_with_timeout(SHUTDOWN_WAIT) {
             debug!(error = %e, "metrics export did not finish");
         }
         if let Err(e) = self.logs.shutdown_with_timeout(SHUTDOWN_WAIT) {
             debug!(error = %e, "alert export did not finish");
         }
-        self.runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
     }
 }
 
@@ -401,7 +415,7 @@ impl Outage {
                 signal,
                 endpoint,
                 %error,
-                "cannot export to the OpenTelemetry collector; retrying with backoff (what cannot be queued is dropped and counted in sealwatch.alerts.dropped; further failures at debug level)"
+                "cannot export to the OpenTelemetry collector; classification goes on, exports are retried with backoff, alerts that cannot wait are dropped and counted (sealwatch.alerts.dropped); further failures at debug level"
             );
         } else {
             debug!(signal, %error, "OTLP export failed");
@@ -419,7 +433,7 @@ impl Outage {
 struct Counted {
     inner: MetricExporter,
     metrics: Metrics,
-    outage: Outage,
+    outage: Arc<Outage>,
     endpoint: String,
 }
 
@@ -466,6 +480,15 @@ struct QueueProcessor {
     full_warned: AtomicBool,
 }
 
+/// What the export worker works with.
+struct Worker {
+    exporter: LogExporter,
+    queue: Receiver<Msg>,
+    metrics: Metrics,
+    outage: Arc<Outage>,
+    endpoint: String,
+}
+
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Msg")
@@ -477,13 +500,20 @@ impl QueueProcessor {
         exporter: LogExporter,
         capacity: usize,
         metrics: Metrics,
+        outage: Arc<Outage>,
         endpoint: String,
     ) -> QueueProcessor {
         let (queue, rx) = mpsc::sync_channel(capacity.max(1));
-        let worker_metrics = metrics.clone();
+        let worker = Worker {
+            exporter,
+            queue: rx,
+            metrics: metrics.clone(),
+            outage,
+            endpoint,
+        };
         let worker = std::thread::Builder::new()
             .name("sealwatch-alerts".into())
-            .spawn(move || export_loop(exporter, rx, worker_metrics, endpoint))
+            .spawn(move || export_loop(worker))
             .map_err(|e| warn!(error = %e, "cannot start the alert export thread; alerts are not exported"))
             .ok();
         QueueProcessor {
@@ -553,8 +583,14 @@ impl LogProcessor for QueueProcessor {
 /// The worker: batches records, exports them, backs off after a failure. While it backs off
 /// it keeps reading the queue into the batch (at most `MAX_BATCH`; beyond, dropped and
 /// counted), so the queue itself never holds a stale backlog.
-fn export_loop(exporter: LogExporter, rx: Receiver<Msg>, metrics: Metrics, endpoint: String) {
-    let outage = Outage::default();
+fn export_loop(w: Worker) {
+    let Worker {
+        exporter,
+        queue: rx,
+        metrics,
+        outage,
+        endpoint,
+    } = w;
     let mut batch: Vec<(SdkLogRecord, InstrumentationScope)> = Vec::with_capacity(MAX_BATCH);
     let mut backoff = BACKOFF.0;
     let mut paused_until: Option<Instant> = None;
