@@ -404,3 +404,71 @@ fn pcapng_with_nanosecond_timestamps() {
     assert_eq!(flow["network.protocol.name"], "ssh");
     assert_eq!(flow["time"], "2023-11-14T22:13:20.123Z");
 }
+
+/// `--flow-log` in `analyze`: records by capture time, whose bytes add up to each flow's
+/// `flow.end` totals; stdout keeps its events and gets no records.
+#[test]
+fn flow_log_records_add_up_to_each_flows_totals() {
+    let log = scratch("flows.jsonl");
+    let capture = corpus("1kxun.pcap");
+    let out = Command::new(agent_binary())
+        .args([
+            "analyze",
+            "--output",
+            "json",
+            "--flow-log-interval",
+            "10s",
+            "--flow-log",
+        ])
+        .arg(&*log)
+        .arg(&capture)
+        .output()
+        .expect("run sealwatch analyze");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert!(!events.iter().any(|e| e["event"] == "flow.record"));
+    let records: Vec<Value> = std::fs::read_to_string(&*log)
+        .expect("flow log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let key = |e: &Value| {
+        format!(
+            "{} {}:{} {}:{} {}",
+            e["network.transport"],
+            e["client.address"],
+            e["client.port"],
+            e["server.address"],
+            e["server.port"],
+            e["sealwatch.flow.start"]
+        )
+    };
+    let bytes = |e: &Value| {
+        e["sealwatch.client.bytes"].as_u64().unwrap_or(0)
+            + e["sealwatch.server.bytes"].as_u64().unwrap_or(0)
+    };
+    let mut recorded = std::collections::HashMap::<String, (u64, usize)>::new();
+    for r in records.iter().filter(|r| r["event"] == "flow.record") {
+        let entry = recorded.entry(key(r)).or_default();
+        entry.0 += bytes(r);
+        entry.1 += 1;
+    }
+    let ends: Vec<&Value> = events.iter().filter(|e| e["event"] == "flow.end").collect();
+    assert!(ends.len() > 20, "{} flows", ends.len());
+    assert_eq!(recorded.len(), ends.len(), "every ended flow has records");
+    for end in &ends {
+        let (sum, _) = recorded.get(&key(end)).copied().unwrap_or_default();
+        assert_eq!(sum, bytes(end), "records of {}", key(end));
+    }
+    assert!(
+        recorded.values().any(|(_, n)| *n > 1),
+        "flows longer than the interval have several records"
+    );
+}
