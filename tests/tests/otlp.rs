@@ -128,8 +128,10 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
         .count();
     assert_eq!(warnings, 1, "one warning, not a flood:\n{}", stopped.stderr);
     eprintln!(
-        "agent peak RSS with the collector absent: {} MiB",
+        "collector absent: {alerts} alerts, {dropped} counted as dropped, agent peak RSS {} MiB",
         hwm / 1024
     );
-    assert!(hwm > 0 && hwm < 160 * 1024, "peak RSS {hwm} KiB");
+    // The queue holds at most 500 records and a batch 512: the agent stays near its usual
+    // size (about 45 MiB here, debug build) instead of growing with the backlog.
+    assert!(hwm > 0 && hwm < 96 * 1024, "peak RSS {hwm} KiB");
 }
