@@ -18,6 +18,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Classify the flows in pcap/pcapng captures with the same engine, offline.
     Analyze(AnalyzeArgs),
+    /// Compliance inventory from flow logs (`--flow-log`) or saved JSON events: one row per
+    /// service with its verdict, TLS versions and groups, clients, flows, bytes, first and
+    /// last seen, owner, and how to fix it.
+    Report(ReportArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -39,6 +43,24 @@ pub enum PolicyCommand {
         #[arg(value_name = "FLOWLOG", required = true)]
         files: Vec<std::path::PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(value_name = "FLOWLOG", required = true)]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// `table` for a terminal, `json` for tools, `html` for a self-contained page to hand on.
+    #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+    pub format: crate::report::Format,
+
+    /// What the HTML chart's bars are: namespaces (default when pods are known) or services.
+    #[arg(long, value_enum)]
+    pub group_by: Option<crate::report::GroupBy>,
+
+    /// Write to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

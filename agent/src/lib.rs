@@ -18,6 +18,7 @@ pub mod pins;
 pub mod policy;
 pub mod programs;
 pub mod progress;
+pub mod report;
 pub mod reset;
 pub mod run;
 pub mod sinks;

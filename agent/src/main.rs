@@ -60,6 +60,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Report(args) => report(&args),
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
             let policy = match load_policy(args.policy.as_deref(), None) {
@@ -126,6 +127,37 @@ fn main() -> ExitCode {
                 Err(e) => fail(&error_chain(&e)),
             }
         }
+    }
+}
+
+fn report(args: &sealwatch::cli::ReportArgs) -> ExitCode {
+    use sealwatch::report::{self, Format};
+    let inv = match report::inventory(&args.files) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("sealwatch: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let text = match args.format {
+        Format::Table => report::table(&inv),
+        Format::Json => report::json(&inv),
+        Format::Html => report::html(
+            &inv,
+            args.group_by,
+            &sealwatch::clock::rfc3339(std::time::SystemTime::now()),
+        ),
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, text),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(text.as_bytes())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("cannot write the report: {e}")),
     }
 }
 

@@ -73,7 +73,8 @@ fn read(path: &Path, offenders: &mut BTreeMap<Service, Offender>) -> Result<(), 
             source,
         })?;
         let kind = e["event"].as_str().unwrap_or_default();
-        if !matches!(kind, "flow" | "flow.end") || e["sealwatch.action"] != "alert" {
+        if !matches!(kind, "flow" | "flow.end" | "flow.record") || e["sealwatch.action"] != "alert"
+        {
             continue;
         }
         // Weak TLS is alerted too, but excluding it would hide a downgrade: only the clear.
@@ -90,13 +91,20 @@ fn read(path: &Path, offenders: &mut BTreeMap<Service, Offender>) -> Result<(), 
         );
         let o = offenders.entry(service).or_default();
         let time = s("time");
-        if kind == "flow" {
+        // A flow log's records: the first of a flow starts its window at the flow's start.
+        let first_record =
+            kind == "flow.record" && e["sealwatch.record.start"] == e["sealwatch.flow.start"];
+        if kind == "flow.record" {
+            let n = |k: &str| e[k].as_u64().unwrap_or_default();
+            o.bytes += n("sealwatch.client.bytes") + n("sealwatch.server.bytes");
+        }
+        if kind == "flow" || first_record {
             o.flows += 1;
             o.encryption = encryption.to_owned();
             if o.first.is_empty() || time < o.first {
                 o.first = time.clone();
             }
-        } else {
+        } else if kind == "flow.end" {
             let n = |k: &str| e[k].as_u64().unwrap_or_default();
             o.bytes += n("sealwatch.client.bytes") + n("sealwatch.server.bytes");
         }
