@@ -651,7 +651,7 @@ fn chart(title: &str, rows: &[(String, [[u64; 4]; 2])], which: usize) -> String 
         let label = if which == 0 {
             human_bytes(total)
         } else {
-            format!("{total} flows")
+            format!("{total} connection(s)")
         };
         let _ = write!(
             svg,

@@ -39,6 +39,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "lab PostgreSQL server and psql, with and without SSL",
     ),
     ("bind9-dnsutils", "lab DNS client (dig)"),
+    (
+        "chromium",
+        "renders the `report --format html` page headless for its screenshot test",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
