@@ -32,6 +32,8 @@ const NS_PREFIX: &str = "swlab-";
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// True when running as root (namespaces and BPF need it).
+pub mod otlp;
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -135,3 +135,174 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
     // size (about 45 MiB here, debug build) instead of growing with the backlog.
     assert!(hwm > 0 && hwm < 96 * 1024, "peak RSS {hwm} KiB");
 }
+
+#[test]
+fn a_collector_receives_deduplicated_alerts_with_the_event_keys_and_the_metrics() {
+    use sealwatch_tests::otlp::OtlpReceiver;
+    if !require_root("a_collector_receives_deduplicated_alerts_with_the_event_keys_and_the_metrics")
+    {
+        return;
+    }
+    const PORT: u16 = 18580;
+    const FLOWS: u64 = 20;
+    let mut lab = Lab::new().expect("lab");
+    lab.spawn_server(&[
+        "python3",
+        "-m",
+        "http.server",
+        &PORT.to_string(),
+        "--bind",
+        "0.0.0.0",
+    ])
+    .expect("http server");
+    lab.wait_listening(PORT, false).expect("listening");
+    let receiver = OtlpReceiver::in_netns(&lab.server_ns).expect("receiver");
+    let agent = lab
+        .start_agent(&[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-metrics-interval",
+            "1s",
+            "--alert-interval",
+            "3s",
+        ])
+        .expect("agent");
+    let url = format!("http://{}:{PORT}/", lab.server_v4);
+    for _ in 0..FLOWS {
+        let out = lab
+            .client(
+                &["curl", "-sS", "-o", "/dev/null", &url],
+                None,
+                Duration::from_secs(10),
+            )
+            .expect("curl");
+        assert!(out.status.success());
+    }
+    let offence = |r: &sealwatch_tests::otlp::LogRecord| {
+        r.attributes.get("server.port") == Some(&serde_json::Value::from(PORT))
+    };
+    let counted = |rx: &OtlpReceiver| -> u64 {
+        rx.log_records()
+            .iter()
+            .filter(|r| offence(r))
+            .filter_map(|r| r.attributes.get("sealwatch.alert.count")?.as_u64())
+            .sum()
+    };
+    assert!(
+        receiver.wait_for(Duration::from_secs(30), |rx| counted(rx) >= FLOWS),
+        "alert counts: {} of {FLOWS}; records {:?}",
+        counted(&receiver),
+        receiver.log_records()
+    );
+    let records: Vec<_> = receiver.log_records().into_iter().filter(offence).collect();
+    assert_eq!(counted(&receiver), FLOWS, "the counts add up to the flows");
+    assert!(
+        records.len() <= 4,
+        "{FLOWS} reconnections are a few records, not {FLOWS}: {}",
+        records.len()
+    );
+    let first = &records[0];
+    assert_eq!(
+        (first.severity_number, first.severity_text.as_str()),
+        (13, "WARN")
+    );
+    assert_eq!(first.event_name, "sealwatch.alert");
+    assert_eq!(first.attributes["sealwatch.alert.count"], 1);
+    assert_eq!(first.attributes["sealwatch.alert.kind"], "plaintext");
+    assert_eq!(first.resource["service.name"], "sealwatch");
+    assert!(
+        first.resource.contains_key("host.name"),
+        "{:?}",
+        first.resource
+    );
+    let client_port = first.attributes["client.port"]
+        .as_u64()
+        .expect("client.port");
+    assert!(
+        first
+            .body
+            .starts_with(&format!("plaintext http from {} (curl pid ", lab.client_v4))
+            && first
+                .body
+                .contains(&format!("to {}:{PORT}/tcp (python3 pid ", lab.server_v4))
+            && first
+                .body
+                .ends_with("): allowed (monitor mode or not enforceable)"),
+        "{}",
+        first.body
+    );
+    // Attributes: exactly the flow event's keys and values, plus the alert's own.
+    let events = agent.events();
+    let event = events
+        .iter()
+        .find(|e| e["event"] == "flow" && e["client.port"] == client_port)
+        .expect("the alerted flow's event");
+    let mut attrs: serde_json::Map<String, serde_json::Value> = first
+        .attributes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("sealwatch.alert."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    attrs.sort_keys();
+    let mut expected = event.as_object().cloned().expect("object");
+    expected.sort_keys();
+    assert_eq!(
+        serde_json::Value::Object(attrs),
+        serde_json::Value::Object(expected)
+    );
+
+    // Metrics: the same flows, over OTLP.
+    let http = [
+        ("network.protocol.name", "http"),
+        ("sealwatch.encryption", "plaintext"),
+        ("sealwatch.action", "alert"),
+    ];
+    assert!(
+        receiver.wait_for(Duration::from_secs(15), |rx| rx
+            .latest("sealwatch.flows", &http)
+            == Some(FLOWS as f64)),
+        "sealwatch.flows: {:?}",
+        receiver.latest("sealwatch.flows", &http)
+    );
+    assert_eq!(
+        receiver.latest("sealwatch.flow_table.capacity", &[]),
+        Some(65536.0)
+    );
+
+    // The collector refuses for a while: exports are retried with backoff, counted as
+    // failures, and resume once it accepts again.
+    receiver.set_refusing(true);
+    let before = receiver.requests();
+    std::thread::sleep(Duration::from_secs(4));
+    let during = receiver.requests() - before;
+    assert!(during >= 2, "retried while refused: {during} requests");
+    assert!(
+        during < 40,
+        "backoff, not a flood: {during} requests in 4 s"
+    );
+    receiver.set_refusing(false);
+    assert!(
+        receiver.wait_for(Duration::from_secs(20), |rx| rx
+            .latest("sealwatch.export.failures", &[("signal", "metrics")])
+            .is_some_and(|n| n >= 1.0)),
+        "the failures are counted and reported after recovery"
+    );
+    let stopped = agent.stop().expect("stop");
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        stopped
+            .stderr
+            .matches("cannot export to the OpenTelemetry collector")
+            .count(),
+        1,
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        stopped
+            .stderr
+            .contains("OpenTelemetry collector reachable again")
+    );
+}
