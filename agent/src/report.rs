@@ -6,6 +6,7 @@
 //! `analyze` print (`flow`, `flow.end`); give one kind per run, not both, or flows are counted
 //! twice. A flow is counted once: by its `flow` event, or by its first record (whose window
 //! starts at the flow's start). Bytes come from `flow.end` totals or the records' windows.
+//! ICMP, ICMPv6 and IGMP (network control, not services) are left out.
 //!
 //! JSON output (`--format json`): `{"summary": {...}, "services": [...]}`; each service has
 //! `server.address`, `server.port`, `network.transport`, `network.protocol.name`, `owner`,
@@ -242,7 +243,13 @@ fn read(
             }
             continue;
         }
-        if !matches!(kind, "flow" | "flow.end" | "flow.record") {
+                // Network control messages (neighbour discovery, pings) are not services.
+        if !matches!(kind, "flow" | "flow.end" | "flow.record")
+            || matches!(
+                e["network.transport"].as_str(),
+                Some("icmp" | "icmpv6" | "igmp")
+            )
+        {
             continue;
         }
         let key = (

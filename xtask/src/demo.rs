@@ -24,6 +24,7 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
         "demo: servers up: python http.server :8080, openssl s_server :8443, sshd :22, nc :9000"
     );
 
+    let flow_log = lab.dir.join("flows.jsonl");
     let mut child = Lab::in_ns(
         &lab.server_ns,
         &[
@@ -35,6 +36,8 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
             "text",
             "--idle-timeout",
             "5s",
+            "--flow-log",
+            &flow_log.to_string_lossy(),
         ],
     )
     .stdin(Stdio::null())
@@ -112,6 +115,26 @@ pub fn run(agent: &Path) -> anyhow::Result<()> {
     if !status.success() {
         bail!("agent exited with {status}");
     }
+    println!(
+        "demo: the compliance report of the flow log (sealwatch report {}):",
+        flow_log.display()
+    );
+    let report = std::process::Command::new(agent)
+        .arg("report")
+        .arg(&flow_log)
+        .status()
+        .context("running sealwatch report")?;
+    let page = crate::workspace_root().join("target/demo-report.html");
+    let html = std::process::Command::new(agent)
+        .args(["report", "--format", "html", "-o"])
+        .arg(&page)
+        .arg(&flow_log)
+        .status()
+        .context("running sealwatch report --format html")?;
+    if !report.success() || !html.success() {
+        bail!("sealwatch report failed");
+    }
+    println!("demo: the same as a page to hand on: {}", page.display());
     println!("demo: done; lab removed");
     Ok(())
 }
