@@ -243,7 +243,7 @@ fn read(
             }
             continue;
         }
-                // Network control messages (neighbour discovery, pings) are not services.
+        // Network control messages (neighbour discovery, pings) are not services.
         if !matches!(kind, "flow" | "flow.end" | "flow.record")
             || matches!(
                 e["network.transport"].as_str(),
