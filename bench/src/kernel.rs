@@ -1,0 +1,248 @@
+//! Kernel per-packet cost: the real observer programs, loaded and verified as the agent loads
+//! them, run with BPF_PROG_TEST_RUN on crafted packets, side by side with an empty program of
+//! the same type. The kernel times each run with its own clock around the program (not the
+//! system call), so the ratio to the empty program is what our code adds to every packet.
+
+use std::{net::Ipv4Addr, os::fd::AsFd as _};
+
+use anyhow::{Context as _, bail};
+use aya::maps::RingBuf;
+use sealwatch::programs::{LoadOptions, Programs};
+use sealwatch_common::flow::{FLOW_VERDICT, FlowKey, FlowState};
+use serde_json::{Value, json};
+
+use crate::{
+    packets::{self, DNS_QUERY, Endpoints, HTTP_REQUEST, HTTP_RESPONSE},
+    sys::{self, ProgType},
+};
+
+pub struct Options {
+    /// Repetitions per timed run of the same packet (the kernel's `repeat`).
+    pub repeat: u32,
+    /// Timed runs per case; the median is reported.
+    pub rounds: usize,
+    /// New flows per round for the first-payload cases (one run each).
+    pub new_flows: u32,
+}
+
+/// An attach mode: the observer program and the empty program of its type.
+struct Mode {
+    name: &'static str,
+    program: &'static str,
+    kind: ProgType,
+    /// What the empty program returns: what ours returns for a packet it lets through.
+    pass: i32,
+}
+
+const MODES: [Mode; 2] = [
+    Mode {
+        name: "tc",
+        program: "tc_ingress",
+        kind: ProgType::SchedCls,
+        // TCX_NEXT
+        pass: -1,
+    },
+    Mode {
+        name: "xdp",
+        program: "xdp_ingress",
+        kind: ProgType::Xdp,
+        // XDP_PASS
+        pass: 2,
+    },
+];
+
+const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 201, 0, 1), 8080);
+const DNS_SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 201, 0, 53), 53);
+/// A full-size segment of an established flow.
+const BULK: usize = 1400;
+
+pub fn run(opts: &Options) -> anyhow::Result<Value> {
+    let mut programs = Programs::load(
+        LoadOptions {
+            sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
+            // Room for every flow the rounds create, so none is evicted mid-measure.
+            flow_capacity: (opts.new_flows * 2 * opts.rounds as u32 + 1024).next_power_of_two(),
+            kernel_log_level: 0,
+            ingress: None,
+        },
+        None,
+    )
+    .context("loading the kernel programs")?;
+    let flows = programs.take_flows().context("flow table")?;
+    let mut ring = programs.take_events().context("event ring")?;
+    let mut results = Vec::new();
+    let mut flow_seq = 0u32;
+    for mode in &MODES {
+        let empty = sys::load_empty(mode.kind, mode.pass)
+            .with_context(|| format!("loading an empty {} program", mode.name))?;
+        let ebpf = programs.ebpf_mut();
+        let prog = ebpf
+            .program(mode.program)
+            .with_context(|| format!("program {}", mode.program))?
+            .fd()
+            .with_context(|| format!("program {}", mode.program))?
+            .try_clone()
+            .context("duplicating the program descriptor")?;
+        let ours = prog.as_fd();
+
+        // (a) An established flow with a verdict: handshake, request and answer, then bulk
+        // data until its samples are used up; the timed packet is the next bulk segment.
+        let flow = Endpoints::nth(u32::MAX - 1 - mode.kind as u32, SERVER);
+        for (to_server, flags, payload) in [
+            (true, "S", &[][..]),
+            (false, "SA", &[][..]),
+            (true, "A", &[][..]),
+            (true, "PA", HTTP_REQUEST),
+            (false, "PA", HTTP_RESPONSE),
+        ] {
+            sys::test_run(ours, &flow.tcp(to_server, flags, payload), 1)?;
+        }
+        let bulk = flow.tcp(true, "A", &[0x5a; BULK]);
+        for _ in 0..8 {
+            sys::test_run(ours, &bulk, 1)?;
+        }
+        let key = key_of(&flow, packets::TCP);
+        let state: FlowState = flows
+            .get(&key, 0)
+            .context("the established flow is not in the flow table")?;
+        if state.flags & FLOW_VERDICT == 0 {
+            bail!(
+                "the established flow has no verdict: flags {:#x}",
+                state.flags
+            );
+        }
+        drain(&mut ring);
+
+        let (arp, other) = (packets::arp(), packets::other_transport());
+        let mut cases: Vec<Case> = vec![
+            Case::new("empty", "empty program, same packet as the fast path"),
+            Case::new(
+                "fast_path",
+                "established TCP flow with a verdict, 1400-byte segment",
+            ),
+            Case::new("non_ip", "ARP (not IP)"),
+            Case::new("other_transport", "IPv4, protocol 89 (not followed)"),
+            Case::new("empty_single", "empty program, one run per call"),
+            Case::new(
+                "new_flow_udp",
+                "first datagram of a new UDP flow (DNS): flow created, classified, sampled",
+            ),
+            Case::new(
+                "first_payload_tcp",
+                "first payload of a TCP flow after its handshake (HTTP request): classified, sampled",
+            ),
+        ];
+        for _ in 0..opts.rounds {
+            // Interleaved, so a change in machine load hits every case alike.
+            cases[0].add(timed(empty.as_fd(), &bulk, opts.repeat, mode.pass)?);
+            cases[1].add(timed(ours, &bulk, opts.repeat, mode.pass)?);
+            cases[2].add(timed(ours, &arp, opts.repeat, mode.pass)?);
+            cases[3].add(timed(ours, &other, opts.repeat, mode.pass)?);
+
+            let (mut empty_ns, mut udp_ns, mut tcp_ns) = (0u64, 0u64, 0u64);
+            for _ in 0..opts.new_flows {
+                flow_seq += 1;
+                let dns = Endpoints::nth(flow_seq, DNS_SERVER);
+                let query = dns.udp(true, DNS_QUERY);
+                empty_ns += u64::from(sys::test_run(empty.as_fd(), &query, 1)?.ns);
+                udp_ns += u64::from(sys::test_run(ours, &query, 1)?.ns);
+
+                let web = Endpoints::nth(flow_seq, SERVER);
+                for (to_server, flags) in [(true, "S"), (false, "SA"), (true, "A")] {
+                    sys::test_run(ours, &web.tcp(to_server, flags, &[]), 1)?;
+                }
+                tcp_ns += u64::from(sys::test_run(ours, &web.tcp(true, "PA", HTTP_REQUEST), 1)?.ns);
+            }
+            let n = f64::from(opts.new_flows.max(1));
+            cases[4].add(empty_ns as f64 / n);
+            cases[5].add(udp_ns as f64 / n);
+            cases[6].add(tcp_ns as f64 / n);
+            drain(&mut ring);
+        }
+        let floor = cases[0].median();
+        let floor_single = cases[4].median();
+        results.push(json!({
+            "mode": mode.name,
+            "program": mode.program,
+            "repeat": opts.repeat,
+            "rounds": opts.rounds,
+            "new_flows_per_round": opts.new_flows,
+            "cases": cases.iter().map(|c| {
+                let base = if c.name == "empty_single" || c.name.starts_with("new_flow") || c.name.starts_with("first_payload") {
+                    floor_single
+                } else {
+                    floor
+                };
+                json!({
+                    "name": c.name,
+                    "what": c.what,
+                    "ns_per_packet": c.median(),
+                    "ns_all_rounds": c.samples,
+                    "vs_empty": c.median() / base.max(0.001),
+                })
+            }).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(json!({ "section": "kernel", "modes": results }))
+}
+
+/// A measured case: the per-packet nanoseconds of each round.
+struct Case {
+    name: &'static str,
+    what: &'static str,
+    samples: Vec<f64>,
+}
+
+impl Case {
+    fn new(name: &'static str, what: &'static str) -> Case {
+        Case {
+            name,
+            what,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, ns: f64) {
+        self.samples.push(ns);
+    }
+
+    fn median(&self) -> f64 {
+        let mut v = self.samples.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+/// One run of `repeat` repetitions; checks the program let the packet through, as every
+/// benchmarked packet must be.
+fn timed(
+    prog: std::os::fd::BorrowedFd<'_>,
+    packet: &[u8],
+    repeat: u32,
+    pass: i32,
+) -> anyhow::Result<f64> {
+    let run = sys::test_run(prog, packet, repeat)?;
+    if run.retval as i32 != pass {
+        bail!(
+            "the program returned {} instead of {pass}",
+            run.retval as i32
+        );
+    }
+    Ok(f64::from(run.ns))
+}
+
+fn key_of(flow: &Endpoints, proto: u8) -> FlowKey {
+    FlowKey::ipv4(
+        proto,
+        flow.client.0.octets(),
+        flow.client.1,
+        flow.server.0.octets(),
+        flow.server.1,
+    )
+    .0
+}
+
+/// Empties the event ring so the next round's records have room.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>) {
+    while ring.next().is_some() {}
+}
