@@ -3,7 +3,9 @@
 //! JSON and prints the tables. Needs root.
 
 mod kernel;
+mod live;
 mod packets;
+mod scale;
 mod sys;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,35 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         new_flows: u32,
     },
+    /// Kernel bytes per flow entry and new-flow cost, for flow tables of these sizes.
+    FlowTable {
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
+        sizes: Vec<u32>,
+    },
+    /// A running agent's memory with this many live flows (ascending, comma-separated).
+    AgentMemory {
+        /// The agent binary.
+        #[arg(long)]
+        agent: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
+        flows: Vec<u32>,
+    },
+    /// iperf3 throughput and CPU without the agent, in monitor and in enforce mode.
+    Throughput {
+        #[arg(long)]
+        agent: std::path::PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Time from a flow's first payload to its event, and to a blocked client's failure.
+    Latency {
+        #[arg(long)]
+        agent: std::path::PathBuf,
+        #[arg(long, default_value_t = 200)]
+        flows: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +71,14 @@ fn main() -> anyhow::Result<()> {
             rounds,
             new_flows,
         })?,
+        Command::FlowTable { sizes } => scale::kernel_table(&sizes)?,
+        Command::AgentMemory { agent, flows } => scale::agent_memory(&agent, &flows)?,
+        Command::Throughput {
+            agent,
+            seconds,
+            rounds,
+        } => live::throughput(&agent, seconds, rounds)?,
+        Command::Latency { agent, flows } => live::latency(&agent, flows)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -1,0 +1,374 @@
+//! Live measurements in the namespace lab: TCP throughput and CPU with and without the agent
+//! (iperf3 from Debian's package), and how long the agent takes to report a new flow or to make
+//! a forbidden one fail.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    path::Path,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use sealwatch_tests::Lab;
+use serde_json::{Value, json};
+
+use crate::packets::{HTTP_REQUEST, HTTP_RESPONSE};
+
+const IPERF_PORT: u16 = 5201;
+
+/// The agent configurations compared.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    None,
+    Monitor,
+    /// Enforce mode, with the measured flow allowed by an exclusion.
+    EnforceAllowed,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::None => "no agent",
+            Config::Monitor => "monitor",
+            Config::EnforceAllowed => "enforce (flow allowed)",
+        }
+    }
+}
+
+/// iperf3 throughput and machine CPU per gigabit, each configuration measured `rounds` times,
+/// interleaved.
+pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<Value> {
+    let mut lab = Lab::new()?;
+    let port = IPERF_PORT.to_string();
+    lab.spawn_server(&["iperf3", "-s", "-p", &port])?;
+    lab.wait_listening(IPERF_PORT, false)?;
+    let policy = lab.dir.join("iperf-allowed.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "mode: enforce\nexclusions:\n  - port: {IPERF_PORT}\n    reason: throughput benchmark\n"
+        ),
+    )?;
+    let policy = policy.to_string_lossy().into_owned();
+    let configs = [Config::None, Config::Monitor, Config::EnforceAllowed];
+    let mut runs: Vec<(Config, Vec<Value>)> = configs.iter().map(|c| (*c, Vec::new())).collect();
+    for _ in 0..rounds {
+        for (config, results) in &mut runs {
+            let running = match config {
+                Config::None => None,
+                Config::Monitor => Some(start_agent(&lab, agent, &[])?),
+                Config::EnforceAllowed => Some(start_agent(
+                    &lab,
+                    agent,
+                    &["--mode", "enforce", "--policy", &policy],
+                )?),
+            };
+            let result = iperf(&lab, seconds)?;
+            if let Some(a) = running {
+                let (cpu, rss) = (a.cpu_s()?, crate::scale::rss_kb(a.pid())?);
+                drop(a);
+                results.push(json!({ "iperf": result, "agent_cpu_s": cpu, "agent_rss_kb": rss }));
+            } else {
+                results.push(json!({ "iperf": result }));
+            }
+        }
+    }
+    let median = |v: &[Value], key: &str| -> f64 {
+        let mut xs: Vec<f64> = v.iter().filter_map(|r| r["iperf"][key].as_f64()).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+    };
+    let base = median(&runs[0].1, "gbit_per_s");
+    let rows: Vec<Value> = runs
+        .iter()
+        .map(|(config, results)| {
+            let gbps = median(results, "gbit_per_s");
+            json!({
+                "config": config.name(),
+                "gbit_per_s": gbps,
+                "vs_no_agent": gbps / base.max(1e-9),
+                "cpu_s_per_gbit": median(results, "cpu_s_per_gbit"),
+                "retransmits": median(results, "retransmits"),
+                "runs": results,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "section": "throughput",
+        "tool": "iperf3, one TCP stream, client and server in two namespaces over a veth pair; the agent on the server side",
+        "seconds": seconds,
+        "rounds": rounds,
+        "configs": rows,
+    }))
+}
+
+/// One iperf3 run: throughput, retransmits, and the machine's busy CPU time per gigabit
+/// received (softirq included: that is where the programs run).
+fn iperf(lab: &Lab, seconds: u32) -> anyhow::Result<Value> {
+    let secs = seconds.to_string();
+    let server = lab.server_v4.to_string();
+    let port = IPERF_PORT.to_string();
+    let before = busy_cpu_s()?;
+    let out = lab.client(
+        &["iperf3", "-c", &server, "-p", &port, "-t", &secs, "-J"],
+        None,
+        Duration::from_secs(u64::from(seconds) + 20),
+    )?;
+    let busy = busy_cpu_s()? - before;
+    if !out.status.success() {
+        bail!(
+            "iperf3 failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    let end = &v["end"];
+    let bits = end["sum_received"]["bytes"].as_f64().unwrap_or(0.0) * 8.0;
+    let bps = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    if bits <= 0.0 {
+        bail!("iperf3 delivered no bytes");
+    }
+    Ok(json!({
+        "gbit_per_s": bps / 1e9,
+        "bytes_received": bits / 8.0,
+        "retransmits": end["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0),
+        "cpu_busy_s": busy,
+        "cpu_s_per_gbit": busy / (bits / 1e9),
+    }))
+}
+
+/// CPU seconds all CPUs spent not idle, from /proc/stat.
+fn busy_cpu_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .take(6)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(busy as f64 / hz)
+}
+
+/// An agent on the lab's server side whose flow events are timestamped as they arrive.
+struct Running {
+    child: Child,
+    /// (client port, arrival) of every `flow` event.
+    flows: Arc<Mutex<Vec<(u16, Instant)>>>,
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn cpu_s(&self) -> anyhow::Result<f64> {
+        crate::scale::cpu_s(self.pid())
+    }
+
+    fn arrival(&self, client_port: u16) -> Option<Instant> {
+        self.flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(p, _)| *p == client_port)
+            .map(|(_, t)| *t)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child; SIGINT lets it detach cleanly.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(lab: &Lab, agent: &Path, extra: &[&str]) -> anyhow::Result<Running> {
+    let agent = agent.to_string_lossy();
+    let mut argv = vec![
+        &*agent,
+        "run",
+        "--iface",
+        &lab.server_if,
+        "--output",
+        "json",
+    ];
+    argv.extend_from_slice(extra);
+    let mut child = Lab::in_ns(&lab.server_ns, &argv)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the agent")?;
+    let stdout = child.stdout.take().context("agent stdout")?;
+    let flows = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let flows = Arc::clone(&flows);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let at = Instant::now();
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["event"] == "flow" {
+                    if let Some(port) = v["client.port"].as_u64() {
+                        flows
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((port as u16, at));
+                    }
+                } else if v["sealwatch.agent.state"] == "attached" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    let running = Running { child, flows };
+    rx.recv_timeout(Duration::from_secs(120))
+        .context("the agent did not attach within 120 s")?;
+    Ok(running)
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets it creates stay there).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: setns on this thread only; the descriptor is open for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+}
+
+/// Time to verdict (monitor mode: from the client's first payload byte to the flow event
+/// leaving the agent) and time to failure (enforce mode: from the first payload byte to the
+/// blocked client seeing its connection fail).
+pub fn latency(agent: &Path, flows: usize) -> anyhow::Result<Value> {
+    let lab = Lab::new()?;
+    const PORT: u16 = 8088;
+    let listener = in_netns(&lab.server_ns, || Ok(TcpListener::bind(("0.0.0.0", PORT))?))?;
+    // An HTTP responder that answers at once, so the reply's bytes come right after the
+    // request's, as from a fast service.
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                if matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                    let _ = conn.write_all(HTTP_RESPONSE);
+                }
+                let _ = conn.read(&mut buf);
+            });
+        }
+    });
+    let server = SocketAddr::from((lab.server_v4, PORT));
+
+    let monitor = start_agent(&lab, agent, &[])?;
+    let sent = in_netns(&lab.client_ns, move || {
+        let mut sent = Vec::new();
+        for _ in 0..flows {
+            let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let port = s.local_addr()?.port();
+            let t0 = Instant::now();
+            s.write_all(HTTP_REQUEST)?;
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf)?;
+            sent.push((port, t0));
+            drop(s);
+            // Paced like a service calling another, not a flood.
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(sent)
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut verdict_ms = Vec::new();
+    for (port, t0) in &sent {
+        let at = loop {
+            if let Some(at) = monitor.arrival(*port) {
+                break at;
+            }
+            if Instant::now() > deadline {
+                bail!("no flow event for client port {port}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        verdict_ms.push(at.saturating_duration_since(*t0).as_secs_f64() * 1e3);
+    }
+    drop(monitor);
+
+    let enforce = start_agent(&lab, agent, &["--mode", "enforce"])?;
+    let blocked_ms = in_netns(&lab.client_ns, move || {
+        let mut times = Vec::new();
+        for _ in 0..flows.min(50) {
+            let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let t0 = Instant::now();
+            s.write_all(HTTP_REQUEST)?;
+            let mut buf = [0u8; 256];
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => bail!("a forbidden plaintext request got {n} bytes of answer"),
+                // EOF or reset: the agent ended the flow.
+                Ok(_) | Err(_) => {}
+            }
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(times)
+    })?;
+    drop(enforce);
+    Ok(json!({
+        "section": "latency",
+        "flows": flows,
+        "time_to_verdict_ms": percentiles(&verdict_ms),
+        "blocked_client_failure_ms": percentiles(&blocked_ms),
+    }))
+}
+
+fn percentiles(xs: &[f64]) -> Value {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    json!({ "n": v.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0) })
+}
