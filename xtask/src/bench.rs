@@ -9,6 +9,7 @@
 //! pass/fail assertion: timing thresholds in tests fail on busy machines and teach people to
 //! ignore failures.
 
+mod suite;
 mod synth;
 
 use std::{
@@ -26,6 +27,16 @@ use serde_json::{Value, json};
 /// A part of the agent with its own benchmark and its own JSON file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Section {
+    /// Per-packet cost of the kernel programs vs an empty program (BPF_PROG_TEST_RUN).
+    Kernel,
+    /// Kernel bytes per flow entry and new-flow rate, 100k and 1M flows.
+    FlowTable,
+    /// A running agent's memory with 100k and 1M live flows.
+    AgentMemory,
+    /// iperf3 throughput and CPU without the agent, in monitor and in enforce mode.
+    Throughput,
+    /// Time to verdict, and to a blocked client's failure.
+    Latency,
     /// `sealwatch analyze` over a synthetic capture (pcap and pcapng) and the corpus.
     Analyze,
 }
@@ -33,6 +44,11 @@ pub enum Section {
 impl Section {
     fn name(self) -> &'static str {
         match self {
+            Section::Kernel => "kernel",
+            Section::FlowTable => "flow-table",
+            Section::AgentMemory => "agent-memory",
+            Section::Throughput => "throughput",
+            Section::Latency => "latency",
             Section::Analyze => "analyze",
         }
     }
@@ -50,6 +66,10 @@ pub struct Options {
     pub corpus: PathBuf,
     /// Where the JSON reports go.
     pub out_dir: PathBuf,
+    /// `sealwatch-bench`, which measures the kernel and lab sections.
+    pub tool: PathBuf,
+    /// Smaller sizes and fewer runs: a couple of minutes, for a check of the ratios.
+    pub quick: bool,
 }
 
 pub fn run(agent: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -60,9 +80,14 @@ pub fn run(agent: &Path, opts: &Options) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let mut reports = Vec::new();
     for section in sections {
         let report = match section {
             Section::Analyze => analyze(agent, opts)?,
+            other => {
+                println!("xtask: bench {}", other.name());
+                suite::run(&opts.tool, agent, other, opts.quick)?
+            }
         };
         let path = opts.out_dir.join(format!("{}.json", section.name()));
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
@@ -72,8 +97,48 @@ pub fn run(agent: &Path, opts: &Options) -> anyhow::Result<()> {
             section.name(),
             path.display()
         );
+        reports.push((section, report));
     }
+    let table = format!(
+        "{}\nMeasured on {} ({} CPUs, load {} at the end), `cargo xtask bench{}`.\n",
+        suite::summary(&reports),
+        host()["cpu"].as_str().unwrap_or("?"),
+        host()["cpus"],
+        host()["loadavg_1m"].as_str().unwrap_or("?"),
+        if opts.quick { " --quick" } else { "" },
+    );
+    let path = opts.out_dir.join("summary.md");
+    std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "\n{table}\nxtask: bench summary: written to {}",
+        path.display()
+    );
     Ok(())
+}
+
+/// Summary lines of the `analyze` section: (measure, result, target, met).
+fn analyze_lines(r: &Value) -> Vec<(String, String, &'static str, Option<bool>)> {
+    r["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            (
+                format!(
+                    "`sealwatch analyze`, {} ({} packets)",
+                    w["name"].as_str().unwrap_or(""),
+                    w["packets"]
+                ),
+                format!(
+                    "{:.2} M packets/s, {:.1}× a bare read of the file",
+                    w["analyze"]["packets_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+                    w["analyze_cpu_vs_read"].as_f64().unwrap_or(0.0)
+                ),
+                "",
+                None,
+            )
+        })
+        .collect()
 }
 
 /// A working directory, removed when dropped (also when a run fails halfway) unless the user

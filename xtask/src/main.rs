@@ -41,9 +41,11 @@ enum Task {
         #[arg(long)]
         min_accuracy: Option<f64>,
     },
-    /// Build release and measure it: `analyze` throughput (packets/s, MB/s, cost relative to a
-    /// bare read of the same capture, peak RSS) over a generated capture and the corpus.
-    /// Prints a table and writes target/bench/<section>.json.
+    /// Build release and measure it, each number beside its baseline from the same run: kernel
+    /// per-packet cost vs an empty program, flow-table and agent memory at 100k and 1M flows,
+    /// iperf3 throughput with and without the agent, time to verdict, and `analyze`
+    /// throughput. Writes target/bench/<section>.json and the summary table
+    /// target/bench/summary.md (all sections when none is named).
     Bench {
         /// Sections to run (default: all).
         #[arg(value_enum)]
@@ -58,6 +60,10 @@ enum Task {
         /// instead of in a temporary directory removed afterwards.
         #[arg(long, value_name = "DIR")]
         capture_dir: Option<PathBuf>,
+        /// Smaller sizes and fewer runs (a couple of minutes): a check of the ratios, not the
+        /// numbers to publish.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -87,19 +93,29 @@ fn main() -> anyhow::Result<()> {
             packets,
             runs,
             capture_dir,
+            quick,
         } => {
             setup::run()?;
-            cargo(&["build", "--release", "--package", "sealwatch"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "sealwatch",
+                "--package",
+                "sealwatch-bench",
+            ])?;
             let root = workspace_root();
             bench::run(
                 &root.join("target/release/sealwatch"),
                 &bench::Options {
                     sections,
-                    packets,
-                    runs,
+                    packets: if quick { packets.min(200_000) } else { packets },
+                    runs: if quick { runs.min(1) } else { runs },
                     capture_dir,
                     corpus: root.join("../shared/corpus/pcaps"),
                     out_dir: root.join("target/bench"),
+                    tool: root.join("target/release/sealwatch-bench"),
+                    quick,
                 },
             )
         }
@@ -146,6 +162,8 @@ fn build() -> anyhow::Result<()> {
         "sealwatch",
         "--package",
         "sealwatch-lab-peers",
+        "--package",
+        "sealwatch-bench",
     ])
 }
 
