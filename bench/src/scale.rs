@@ -263,21 +263,28 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
-/// The `tc_ingress` program the agent with `pid` loaded: the newest one by that name that
-/// is attached to its namespace's interface is what it runs; the newest loaded after it
-/// started is the same here (nothing else loads programs while the benchmark runs).
+/// The `tc_ingress` program the agent with `pid` loaded, found among the programs its file
+/// descriptors hold (other tests or agents may load programs of the same name meanwhile).
 pub fn agent_program(pid: u32) -> anyhow::Result<aya::programs::ProgramInfo> {
-    let started = std::fs::metadata(format!("/proc/{pid}"))?.modified()?;
-    let newest = loaded_programs()
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))?.filter_map(Result::ok) {
+        let is_prog = std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let fdinfo = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        let info = std::fs::read_to_string(fdinfo).unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u32>().ok()),
+        );
+    }
+    loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some("tc_ingress"))
-        .filter(|p| {
-            p.loaded_at()
-                .is_some_and(|t| t + Duration::from_secs(1) >= started)
-        })
-        .max_by_key(|p| p.id())
-        .context("the agent's tc_ingress program is not loaded")?;
-    Ok(newest)
+        .find(|p| ids.contains(&p.id()) && p.name_as_str() == Some("tc_ingress"))
+        .with_context(|| format!("process {pid} holds no tc_ingress program"))
 }
 
 pub fn rss_kb(pid: u32) -> anyhow::Result<u64> {

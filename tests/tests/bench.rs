@@ -1,0 +1,167 @@
+//! `cargo xtask bench --quick`'s measurements as a check of the ratios: the same tool
+//! (`sealwatch-bench`) with small sizes, and thresholds generous enough for a busy shared
+//! machine that still catch a fast path that stopped being fast, a flow entry that grew, an
+//! agent that stopped keeping up or a throughput collapse. The numbers to publish come from the
+//! full `cargo xtask bench`, never from here.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "privileged tests panic with a message"
+)]
+
+use std::process::Command;
+
+use sealwatch_tests::{agent_binary, require_root};
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let tool = agent_binary().with_file_name("sealwatch-bench");
+    let out = Command::new(&tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+    assert!(
+        out.status.success(),
+        "sealwatch-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sealwatch-bench prints JSON")
+}
+
+fn case<'a>(mode: &'a Value, name: &str) -> &'a Value {
+    mode["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
+#[test]
+fn kernel_fast_path_stays_cheap_beside_an_empty_program() {
+    if !require_root("kernel_fast_path_stays_cheap_beside_an_empty_program") {
+        return;
+    }
+    let r = bench(&[
+        "kernel",
+        "--repeat",
+        "100000",
+        "--rounds",
+        "3",
+        "--new-flows",
+        "300",
+    ]);
+    let modes = r["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2, "TC and XDP");
+    for m in modes {
+        let ns = |n: &str| case(m, n)["ns_per_packet"].as_f64().unwrap();
+        let ratio = |n: &str| case(m, n)["vs_empty"].as_f64().unwrap();
+        // Measured at 3.7-4.2x per call (target 2x, see the README); 6x means a regression.
+        assert!(
+            ratio("fast_path_single") <= 6.0,
+            "{}: fast path {:.1}x empty",
+            m["mode"],
+            ratio("fast_path_single")
+        );
+        assert!(
+            ns("fast_path") > ns("empty"),
+            "the empty program is the floor"
+        );
+        // The fast path must stay well below what classifying a flow costs.
+        assert!(
+            ns("fast_path_single") * 2.0 < ns("first_payload_tcp"),
+            "{}: fast path {} ns vs classification {} ns",
+            m["mode"],
+            ns("fast_path_single"),
+            ns("first_payload_tcp")
+        );
+        assert!(
+            ns("non_ip") < ns("fast_path"),
+            "skipping a packet costs less than tracking it"
+        );
+    }
+}
+
+#[test]
+fn flow_table_entry_size_and_occupancy() {
+    if !require_root("flow_table_entry_size_and_occupancy") {
+        return;
+    }
+    let r = bench(&["flow-table", "--sizes", "100000"]);
+    let t = &r["tables"][0];
+    assert_eq!(t["insert_failed"], 0);
+    // An LRU table keeps a few entries per CPU spare: nearly all, not all, are held.
+    let held = t["flows_held"].as_f64().unwrap();
+    assert!(held >= 99_000.0, "held {held} of 100000 flows");
+    let per = t["kernel_bytes_per_entry"].as_f64().unwrap();
+    // 193-197 bytes today (target 128, see the README); growth past 256 is a regression.
+    assert!(per <= 256.0, "{per} bytes per entry");
+}
+
+#[test]
+fn agent_reports_every_fed_flow_and_its_memory_is_bounded() {
+    if !require_root("agent_reports_every_fed_flow_and_its_memory_is_bounded") {
+        return;
+    }
+    let agent = agent_binary();
+    let r = bench(&[
+        "agent-memory",
+        "--flows",
+        "5000,20000",
+        "--agent",
+        agent.to_str().unwrap(),
+    ]);
+    for c in r["checkpoints"].as_array().unwrap() {
+        let (fed, reported) = (
+            c["flows"].as_u64().unwrap(),
+            c["reported"].as_u64().unwrap(),
+        );
+        // The lab's own IPv6 neighbour discovery may add a flow or two.
+        assert!(
+            (fed..=fed + 5).contains(&reported),
+            "fed {fed} flows, {reported} reported"
+        );
+    }
+    let last = &r["checkpoints"][1];
+    let per_flow = last["bytes_per_flow_above_idle"].as_f64().unwrap();
+    // About 1 KB per flow in a release build today; a debug build more.
+    assert!(per_flow < 8192.0, "{per_flow} bytes per live flow");
+}
+
+#[test]
+fn throughput_with_the_agent_and_time_to_verdict() {
+    if !require_root("throughput_with_the_agent_and_time_to_verdict") {
+        return;
+    }
+    let agent = agent_binary();
+    let agent = agent.to_str().unwrap();
+    let r = bench(&[
+        "throughput",
+        "--seconds",
+        "2",
+        "--rounds",
+        "1",
+        "--agent",
+        agent,
+    ]);
+    for c in r["configs"].as_array().unwrap() {
+        let run = &c["runs"][0]["iperf"];
+        assert!(
+            run["bytes_received"].as_f64().unwrap() > 1e8,
+            "{}: {run}",
+            c["config"]
+        );
+        // Target 0.97 on the full benchmark; a single 2-second run on a shared machine swings.
+        assert!(
+            c["vs_no_agent"].as_f64().unwrap() >= 0.6,
+            "{}: {c}",
+            c["config"]
+        );
+    }
+    let r = bench(&["latency", "--flows", "30", "--agent", agent]);
+    for k in ["time_to_verdict_ms", "blocked_client_failure_ms"] {
+        assert_eq!(r[k]["n"], 30, "{k}");
+        assert!(r[k]["p50"].as_f64().unwrap() < 50.0, "{k}: {}", r[k]);
+        assert!(r[k]["p99"].as_f64().unwrap() < 1000.0, "{k}: {}", r[k]);
+    }
+}
