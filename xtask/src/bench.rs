@@ -9,6 +9,7 @@
 //! pass/fail assertion: timing thresholds in tests fail on busy machines and teach people to
 //! ignore failures.
 
+mod replica;
 mod synth;
 
 use std::{
@@ -48,6 +49,9 @@ pub struct Options {
     pub capture_dir: Option<PathBuf>,
     /// The labelled corpus (measured too when present).
     pub corpus: PathBuf,
+    /// Packets in the capture replicated from the corpus: enough that process start-up is
+    /// noise, which the corpus itself is too small for (0: no such workload).
+    pub replica_packets: u64,
     /// Where the JSON reports go.
     pub out_dir: PathBuf,
 }
@@ -148,6 +152,15 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
         },
     ];
     let corpus = corpus_files(&opts.corpus);
+    let mut replica = None;
+    if !corpus.is_empty() && opts.replica_packets > 0 {
+        let whole = write_replica(&scratch.dir, opts)?;
+        workloads.push(Workload {
+            name: format!("corpus ×{}", whole.replicas),
+            files: vec![whole.path.clone()],
+        });
+        replica = Some(whole);
+    }
     if !corpus.is_empty() {
         workloads.push(Workload {
             name: format!("corpus ({} files)", corpus.len()),
@@ -190,8 +203,51 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
             "packets": written.packets,
             "flows": written.flows,
         },
+        "corpus_replica": replica.as_ref().map(replica_json),
         "workloads": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     }))
+}
+
+/// The corpus replicated to `opts.replica_packets` packets.
+fn write_replica(dir: &Path, opts: &Options) -> anyhow::Result<replica::Replica> {
+    let started = Instant::now();
+    let whole = replica::write(
+        &opts.corpus,
+        &dir.join("corpus-replica.pcap"),
+        opts.replica_packets,
+    )
+    .context("replicating the corpus")?;
+    println!(
+        "xtask: bench analyze: corpus ×{}: {} packets ({} per replica: {} IPv4, {} IPv6, {} other) from {} files ({} skipped: other link types or unreadable), {:.0} MB, written in {:.1}s",
+        whole.replicas,
+        whole.packets,
+        whole.packets_per_replica,
+        whole.ipv4,
+        whole.ipv6,
+        whole.not_ip,
+        whole.files_used,
+        whole.files_skipped.len(),
+        mb(whole.bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(whole)
+}
+
+fn replica_json(r: &replica::Replica) -> Value {
+    json!({
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "replicas": r.replicas,
+        "packets_per_replica": r.packets_per_replica,
+        "per_replica": { "ipv4": r.ipv4, "ipv6": r.ipv6, "not_ip": r.not_ip },
+        "files_used": r.files_used,
+        "files_skipped": r.files_skipped.iter().map(|(file, reason)| json!({
+            "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "reason": reason,
+        })).collect::<Vec<_>>(),
+        "frames_skipped": r.frames_skipped,
+        "files_truncated": r.files_truncated,
+    })
 }
 
 /// A workload's medians.

@@ -58,6 +58,10 @@ enum Task {
         /// instead of in a temporary directory removed afterwards.
         #[arg(long, value_name = "DIR")]
         capture_dir: Option<PathBuf>,
+        /// Also time `analyze` on the corpus replicated to at least this many packets
+        /// (0: skip that workload).
+        #[arg(long, default_value_t = 1_000_000)]
+        replica_packets: u64,
     },
 }
 
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             packets,
             runs,
             capture_dir,
+            replica_packets,
         } => {
             setup::run()?;
             cargo(&["build", "--release", "--package", "sealwatch"])?;
@@ -99,6 +104,7 @@ fn main() -> anyhow::Result<()> {
                     runs,
                     capture_dir,
                     corpus: root.join("../shared/corpus/pcaps"),
+                    replica_packets,
                     out_dir: root.join("target/bench"),
                 },
             )
