@@ -42,8 +42,9 @@ enum Task {
         min_accuracy: Option<f64>,
     },
     /// Build release and measure it: `analyze` throughput (packets/s, MB/s, cost relative to a
-    /// bare read of the same capture, peak RSS) over a generated capture and the corpus.
-    /// Prints a table and writes target/bench/<section>.json.
+    /// bare read of the same capture, peak RSS) over a generated capture and the corpus, and
+    /// beside ndpiReader and tshark on the corpus replicated to a million packets.
+    /// Prints tables and writes target/bench/<section>.json.
     Bench {
         /// Sections to run (default: all).
         #[arg(value_enum)]
@@ -58,10 +59,14 @@ enum Task {
         /// instead of in a temporary directory removed afterwards.
         #[arg(long, value_name = "DIR")]
         capture_dir: Option<PathBuf>,
-        /// Also time `analyze` on the corpus replicated to at least this many packets
-        /// (0: skip that workload).
+        /// Replicate the corpus to at least this many packets and time ndpiReader and tshark
+        /// on it beside `analyze` (0: skip that workload).
         #[arg(long, default_value_t = 1_000_000)]
         replica_packets: u64,
+        /// tshark runs on the first replicas holding at least this many packets (it is too
+        /// slow for the whole file); its rate is compared per packet.
+        #[arg(long, default_value_t = 100_000)]
+        tshark_packets: u64,
     },
 }
 
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             runs,
             capture_dir,
             replica_packets,
+            tshark_packets,
         } => {
             setup::run()?;
             cargo(&["build", "--release", "--package", "sealwatch"])?;
@@ -105,6 +111,7 @@ fn main() -> anyhow::Result<()> {
                     capture_dir,
                     corpus: root.join("../shared/corpus/pcaps"),
                     replica_packets,
+                    tshark_packets,
                     out_dir: root.join("target/bench"),
                 },
             )
