@@ -44,8 +44,9 @@ enum Task {
     /// Build release and measure it, each number beside its baseline from the same run: kernel
     /// per-packet cost vs an empty program, flow-table and agent memory at 100k and 1M flows,
     /// iperf3 throughput with and without the agent, time to verdict, and `analyze`
-    /// throughput. Writes target/bench/<section>.json and the summary table
-    /// target/bench/summary.md (all sections when none is named).
+    /// throughput beside a bare read, ndpiReader and tshark. Writes
+    /// target/bench/<section>.json and the summary table target/bench/summary.md (all
+    /// sections when none is named).
     Bench {
         /// Sections to run (default: all).
         #[arg(value_enum)]
@@ -64,6 +65,14 @@ enum Task {
         /// numbers to publish.
         #[arg(long)]
         quick: bool,
+        /// Replicate the corpus to at least this many packets and time ndpiReader and tshark
+        /// on it beside `analyze` (0: skip that workload).
+        #[arg(long, default_value_t = 1_000_000)]
+        replica_packets: u64,
+        /// tshark runs on the first replicas holding at least this many packets (it is too
+        /// slow for the whole file); its rate is compared per packet.
+        #[arg(long, default_value_t = 100_000)]
+        tshark_packets: u64,
     },
 }
 
@@ -94,6 +103,8 @@ fn main() -> anyhow::Result<()> {
             runs,
             capture_dir,
             quick,
+            replica_packets,
+            tshark_packets,
         } => {
             setup::run()?;
             cargo(&[
@@ -113,6 +124,16 @@ fn main() -> anyhow::Result<()> {
                     runs: if quick { runs.min(1) } else { runs },
                     capture_dir,
                     corpus: root.join("../shared/corpus/pcaps"),
+                    replica_packets: if quick {
+                        replica_packets.min(100_000)
+                    } else {
+                        replica_packets
+                    },
+                    tshark_packets: if quick {
+                        tshark_packets.min(20_000)
+                    } else {
+                        tshark_packets
+                    },
                     out_dir: root.join("target/bench"),
                     tool: root.join("target/release/sealwatch-bench"),
                     quick,

@@ -43,6 +43,13 @@ const PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "renders the `report --format html` page headless for its screenshot test",
     ),
+    (
+        "libndpi-bin",
+        "ndpiReader, timed beside `analyze` by `cargo xtask bench`",
+    ),
+    // Its wireshark-common dependency asks whether non-root users may capture; `apt` below
+    // runs apt-get with DEBIAN_FRONTEND=noninteractive, which takes the default (no).
+    ("tshark", "timed beside `analyze` by `cargo xtask bench`"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
