@@ -138,7 +138,13 @@ fn analyze_lines(r: &Value) -> Vec<(String, String, &'static str, Option<bool>)>
                 format!(
                     "`sealwatch analyze` vs {} {} on {} ({} packets{})",
                     c["tool"].as_str().unwrap_or(""),
-                    c["version"].as_str().unwrap_or(""),
+                    // "Welcome to nDPI 4.2.0", "TShark (Wireshark) 4.0.17 (Git ...)": the number.
+                    c["version"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .find(|t| t.starts_with(|ch: char| ch.is_ascii_digit()))
+                        .unwrap_or(""),
                     w["name"].as_str().unwrap_or(""),
                     w["packets"],
                     if c["input"]["whole_file"] == true {
