@@ -50,6 +50,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // Its wireshark-common dependency asks whether non-root users may capture; `apt` below
     // runs apt-get with DEBIAN_FRONTEND=noninteractive, which takes the default (no).
     ("tshark", "timed beside `analyze` by `cargo xtask bench`"),
+    (
+        "iperf3",
+        "TCP throughput with and without the agent (`cargo xtask bench`, tests/tests/bench.rs)",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
