@@ -9,10 +9,14 @@
     reason = "privileged tests panic with a message"
 )]
 
-use std::process::Command;
+use std::{process::Command, sync::Mutex};
 
 use sealwatch_tests::{agent_binary, require_root};
 use serde_json::Value;
+
+/// One measurement at a time: cargo runs a file's tests in parallel, and a kernel loop beside
+/// an iperf3 run would measure each other.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn bench(args: &[&str]) -> Value {
     let tool = agent_binary().with_file_name("sealwatch-bench");
@@ -42,6 +46,7 @@ fn kernel_fast_path_stays_cheap_beside_an_empty_program() {
     if !require_root("kernel_fast_path_stays_cheap_beside_an_empty_program") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let r = bench(&[
         "kernel",
         "--repeat",
@@ -87,6 +92,7 @@ fn flow_table_entry_size_and_occupancy() {
     if !require_root("flow_table_entry_size_and_occupancy") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let r = bench(&["flow-table", "--sizes", "100000"]);
     let t = &r["tables"][0];
     assert_eq!(t["insert_failed"], 0);
@@ -103,6 +109,7 @@ fn agent_reports_every_fed_flow_and_its_memory_is_bounded() {
     if !require_root("agent_reports_every_fed_flow_and_its_memory_is_bounded") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let agent = agent_binary();
     let r = bench(&[
         "agent-memory",
@@ -133,6 +140,7 @@ fn throughput_with_the_agent_and_time_to_verdict() {
     if !require_root("throughput_with_the_agent_and_time_to_verdict") {
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let agent = agent_binary();
     let agent = agent.to_str().unwrap();
     let r = bench(&[
