@@ -8,11 +8,14 @@ use std::{net::Ipv4Addr, os::fd::AsFd as _};
 use anyhow::{Context as _, bail};
 use aya::maps::RingBuf;
 use sealwatch::programs::{LoadOptions, Programs};
-use sealwatch_common::flow::{FLOW_VERDICT, FlowKey, FlowState};
+use sealwatch_common::{
+    flow::{FLOW_VERDICT, FlowKey, FlowState},
+    net::IPPROTO_TCP,
+};
 use serde_json::{Value, json};
 
 use crate::{
-    packets::{self, DNS_QUERY, Endpoints, HTTP_REQUEST, HTTP_RESPONSE},
+    packets::{self, DNS_QUERY, Endpoints, HTTP_REQUEST},
     sys::{self, ProgType},
 };
 
@@ -88,20 +91,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         // (a) An established flow with a verdict: handshake, request and answer, then bulk
         // data until its samples are used up; the timed packet is the next bulk segment.
         let flow = Endpoints::nth(u32::MAX - 1 - mode.kind as u32, SERVER);
-        for (to_server, flags, payload) in [
-            (true, "S", &[][..]),
-            (false, "SA", &[][..]),
-            (true, "A", &[][..]),
-            (true, "PA", HTTP_REQUEST),
-            (false, "PA", HTTP_RESPONSE),
-        ] {
-            sys::test_run(ours, &flow.tcp(to_server, flags, payload), 1)?;
+        for packet in flow.http_exchange() {
+            sys::test_run(ours, &packet, 1)?;
         }
         let bulk = flow.tcp(true, "A", &[0x5a; BULK]);
         for _ in 0..8 {
             sys::test_run(ours, &bulk, 1)?;
         }
-        let key = key_of(&flow, packets::TCP);
+        let key = key_of(&flow, IPPROTO_TCP);
         let state: FlowState = flows
             .get(&key, 0)
             .context("the established flow is not in the flow table")?;

@@ -3,11 +3,10 @@
 //! a forbidden one fail.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     path::Path,
-    process::{Child, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -17,7 +16,10 @@ use anyhow::{Context as _, bail};
 use sealwatch_tests::Lab;
 use serde_json::{Value, json};
 
-use crate::packets::{HTTP_REQUEST, HTTP_RESPONSE};
+use crate::{
+    agent::Agent,
+    packets::{HTTP_REQUEST, HTTP_RESPONSE},
+};
 
 const IPERF_PORT: u16 = 5201;
 
@@ -169,14 +171,14 @@ fn busy_cpu_s() -> anyhow::Result<f64> {
 
 /// An agent on the lab's server side whose flow events are timestamped as they arrive.
 struct Running {
-    child: Child,
+    agent: Agent,
     /// (client port, arrival) of every `flow` event.
     flows: Arc<Mutex<Vec<(u16, Instant)>>>,
 }
 
 impl Running {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.agent.pid()
     }
 
     fn cpu_s(&self) -> anyhow::Result<f64> {
@@ -193,68 +195,22 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child; SIGINT lets it detach cleanly.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_agent(lab: &Lab, agent: &Path, extra: &[&str]) -> anyhow::Result<Running> {
-    let agent = agent.to_string_lossy();
-    let mut argv = vec![
-        &*agent,
-        "run",
-        "--iface",
-        &lab.server_if,
-        "--output",
-        "json",
-    ];
-    argv.extend_from_slice(extra);
-    let mut child = Lab::in_ns(&lab.server_ns, &argv)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the agent")?;
-    let stdout = child.stdout.take().context("agent stdout")?;
     let flows = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let flows = Arc::clone(&flows);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let at = Instant::now();
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v["event"] == "flow" {
-                    if let Some(port) = v["client.port"].as_u64() {
-                        flows
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((port as u16, at));
-                    }
-                } else if v["sealwatch.agent.state"] == "attached" {
-                    let _ = tx.send(());
-                }
-            }
-        });
-    }
-    let running = Running { child, flows };
-    rx.recv_timeout(Duration::from_secs(120))
-        .context("the agent did not attach within 120 s")?;
-    Ok(running)
+    let sink = Arc::clone(&flows);
+    let agent = Agent::start(lab, agent, extra, move |line, at| {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        if v["event"] == "flow"
+            && let Some(port) = v["client.port"].as_u64()
+        {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((port as u16, at));
+        }
+    })?;
+    Ok(Running { agent, flows })
 }
 
 /// Runs `f` on a thread inside network namespace `ns` (sockets it creates stay there).

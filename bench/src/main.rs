@@ -2,6 +2,7 @@
 //! namespace lab. Each subcommand prints one JSON document on stdout; xtask runs them, keeps the
 //! JSON and prints the tables. Needs root.
 
+mod agent;
 mod kernel;
 mod live;
 mod packets;

@@ -64,6 +64,17 @@ impl Endpoints {
         pkt
     }
 
+    /// A whole short HTTP conversation: handshake, request, answer.
+    pub fn http_exchange(&self) -> [Vec<u8>; 5] {
+        [
+            self.tcp(true, "S", &[]),
+            self.tcp(false, "SA", &[]),
+            self.tcp(true, "A", &[]),
+            self.tcp(true, "PA", HTTP_REQUEST),
+            self.tcp(false, "PA", HTTP_RESPONSE),
+        ]
+    }
+
     pub fn udp(&self, to_server: bool, payload: &[u8]) -> Vec<u8> {
         let (src, dst, smac, dmac) = self.direction(to_server);
         let mut pkt = Vec::with_capacity(64 + payload.len());
@@ -112,5 +123,3 @@ pub fn other_transport() -> Vec<u8> {
         .expect("a packet in memory always builds");
     pkt
 }
-
-pub const TCP: u8 = 6;

@@ -8,13 +8,11 @@
 //! handshakes.
 
 use std::{
-    io::{BufRead as _, BufReader},
     os::fd::AsFd as _,
     path::Path,
-    process::{Child, Stdio},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -27,10 +25,7 @@ use sealwatch_common::stats::Stat;
 use sealwatch_tests::Lab;
 use serde_json::{Value, json};
 
-use crate::{
-    packets::{Endpoints, HTTP_REQUEST, HTTP_RESPONSE},
-    sys,
-};
+use crate::{agent::Agent, packets::Endpoints, sys};
 
 const SERVER: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::new(10, 202, 0, 1), 8080);
 
@@ -127,56 +122,21 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
     let lab = Lab::new()?;
     let capacity = (most + most / 4).next_power_of_two().max(1024);
     let capacity = capacity.to_string();
-    let agent_path = agent.to_string_lossy();
-    let mut child = Lab::in_ns(
-        &lab.server_ns,
-        &[
-            &agent_path,
-            "run",
-            "--iface",
-            &lab.server_if,
-            "--output",
-            "json",
-            "--flow-capacity",
-            &capacity,
-            // Nothing ends while we count.
-            "--idle-timeout",
-            "1h",
-        ],
-    )
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .context("starting the agent")?;
-    let guard = KillOnDrop(&mut child);
-    let pid = guard.0.id();
-    let stdout = guard.0.stdout.take().context("agent stdout")?;
-    let (attached, reported) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let reader = {
-        let (attached, reported) = (Arc::clone(&attached), Arc::clone(&reported));
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Cheap checks: a million lines go through here.
-                if line.starts_with(r#"{"event":"flow","#) {
-                    reported.fetch_add(1, Ordering::Relaxed);
-                } else if line.contains(r#""sealwatch.agent.state":"attached""#) {
-                    attached.store(true, Ordering::Relaxed);
-                }
+    let reported = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&reported);
+    let running = Agent::start(
+        &lab,
+        agent,
+        // Nothing ends while we count.
+        &["--flow-capacity", &capacity, "--idle-timeout", "1h"],
+        move |line, _| {
+            // A cheap check: a million lines go through here.
+            if line.starts_with(r#"{"event":"flow","#) {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !attached.load(Ordering::Relaxed) {
-        if Instant::now() > deadline || reader.is_finished() {
-            bail!("the agent did not attach within 120 s");
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+        },
+    )?;
+    let pid = running.pid();
     let program = agent_program(pid)?;
     let table = flow_table_of(&program)?;
     let prog = program.fd()?;
@@ -191,15 +151,8 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
             while u64::from(fed) > reported.load(Ordering::Relaxed) + 4000 {
                 wait_for_progress(&reported, fed)?;
             }
-            let flow = Endpoints::nth(fed, SERVER);
-            for (to_server, flags, payload) in [
-                (true, "S", &[][..]),
-                (false, "SA", &[][..]),
-                (true, "A", &[][..]),
-                (true, "PA", HTTP_REQUEST),
-                (false, "PA", HTTP_RESPONSE),
-            ] {
-                sys::test_run(prog.as_fd(), &flow.tcp(to_server, flags, payload), 1)?;
+            for packet in Endpoints::nth(fed, SERVER).http_exchange() {
+                sys::test_run(prog.as_fd(), &packet, 1)?;
             }
             fed += 1;
         }
@@ -220,8 +173,7 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
             "elapsed_s": started.elapsed().as_secs_f64(),
         }));
     }
-    drop(guard);
-    let _ = reader.join();
+    drop(running);
     drop(lab);
     Ok(json!({
         "section": "agent_memory",
@@ -243,24 +195,6 @@ fn wait_for_progress(reported: &AtomicU64, fed: u32) -> anyhow::Result<()> {
         thread::sleep(Duration::from_millis(2));
     }
     Ok(())
-}
-
-struct KillOnDrop<'a>(&'a mut Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child; SIGINT lets it detach cleanly.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The `tc_ingress` program the agent with `pid` loaded, found among the programs its file

@@ -110,12 +110,13 @@ pub fn run(agent: &Path, opts: &Options) -> anyhow::Result<()> {
         );
         reports.push((section, report));
     }
+    let host = host();
     let table = format!(
         "{}\nMeasured on {} ({} CPUs, load {} at the end), `cargo xtask bench{}`.\n",
         suite::summary(&reports),
-        host()["cpu"].as_str().unwrap_or("?"),
-        host()["cpus"],
-        host()["loadavg_1m"].as_str().unwrap_or("?"),
+        host["cpu"].as_str().unwrap_or("?"),
+        host["cpus"],
+        host["loadavg_1m"].as_str().unwrap_or("?"),
         if opts.quick { " --quick" } else { "" },
     );
     let path = opts.out_dir.join("summary.md");
