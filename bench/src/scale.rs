@@ -124,6 +124,11 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
     let capacity = capacity.to_string();
     let reported = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&reported);
+    // Only the fed flows: the lab's own neighbour discovery makes a few flows of its own.
+    let ours = format!(
+        r#""server.address":"{}","server.port":{}"#,
+        SERVER.0, SERVER.1
+    );
     let running = Agent::start(
         &lab,
         agent,
@@ -131,7 +136,7 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
         &["--flow-capacity", &capacity, "--idle-timeout", "1h"],
         move |line, _| {
             // A cheap check: a million lines go through here.
-            if line.starts_with(r#"{"event":"flow","#) {
+            if line.starts_with(r#"{"event":"flow","#) && line.contains(&ours) {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         },
