@@ -54,6 +54,8 @@ pub struct Frame<'a> {
     pub ts_ns: u64,
     pub link: Link,
     pub data: &'a [u8],
+    /// The packet's length on the wire (`data` may be cut short by the snap length).
+    pub wire_len: u32,
     /// Bytes of the file read up to the end of this frame (for progress).
     pub file_pos: u64,
 }
@@ -185,7 +187,7 @@ pub fn read_capture(
                     PcapBlockOwned::Legacy(b) => legacy.map(|i| {
                         let ts = u64::from(b.ts_sec) * 1_000_000_000
                             + u64::from(b.ts_usec) * i.ns_per_unit;
-                        (i.link, ts, b.data)
+                        (i.link, ts, b.data, b.origlen)
                     }),
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                         interfaces.clear();
@@ -207,16 +209,16 @@ pub fn read_capture(
                                 as u64;
                             // EPB data is padded to 32 bits; caplen says how much is real.
                             let len = (epb.caplen as usize).min(epb.data.len());
-                            (i.link, ts, &epb.data[..len])
+                            (i.link, ts, &epb.data[..len], epb.origlen)
                         })
                     }
                     // Simple packets carry no timestamp: they belong to interface 0, "now".
-                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                        interfaces.first().map(|i| (i.link, last_ts, spb.data))
-                    }
+                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => interfaces
+                        .first()
+                        .map(|i| (i.link, last_ts, spb.data, spb.origlen)),
                     PcapBlockOwned::NG(_) => None,
                 };
-                if let Some((link, ts_ns, data)) = frame {
+                if let Some((link, ts_ns, data, wire_len)) = frame {
                     stats.frames += 1;
                     last_ts = ts_ns.max(last_ts);
                     if let Link::Unsupported(_) = link {
@@ -226,6 +228,7 @@ pub fn read_capture(
                             ts_ns,
                             link,
                             data,
+                            wire_len,
                             file_pos,
                         });
                     }

@@ -6,6 +6,7 @@ mod agent;
 mod kernel;
 mod live;
 mod packets;
+mod replica;
 mod scale;
 mod sys;
 
@@ -41,6 +42,16 @@ enum Command {
         agent: std::path::PathBuf,
         #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
         flows: Vec<u32>,
+    },
+    /// Writes the corpus's Ethernet captures replicated to at least this many packets, each
+    /// replica's addresses rewritten (see replica.rs), as one pcap; prints what was written.
+    Replica {
+        #[arg(long)]
+        corpus: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long)]
+        min_packets: u64,
     },
     /// iperf3 throughput and CPU without the agent, in monitor and in enforce mode.
     Throughput {
@@ -80,6 +91,11 @@ fn main() -> anyhow::Result<()> {
             rounds,
         } => live::throughput(&agent, seconds, rounds)?,
         Command::Latency { agent, flows } => live::latency(&agent, flows)?,
+        Command::Replica {
+            corpus,
+            out,
+            min_packets,
+        } => replica::write(&corpus, &out, min_packets)?.to_json(),
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -10,7 +10,6 @@
 //! assertion: timing thresholds in tests fail on busy machines and teach people to ignore
 //! failures.
 
-mod replica;
 mod rivals;
 mod suite;
 mod synth;
@@ -227,7 +226,7 @@ struct Workload {
     files: Vec<PathBuf>,
     /// Other analyzers timed on it too, each with its own input (the same file, or for tshark
     /// a prefix of it).
-    rivals: Vec<(rivals::Installed, Rc<replica::Replica>)>,
+    rivals: Vec<(rivals::Installed, Rc<Replica>)>,
 }
 
 /// What one child process cost.
@@ -348,9 +347,40 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
             "packets": written.packets,
             "flows": written.flows,
         },
-        "corpus_replica": replica.as_deref().map(replica_json),
+        "corpus_replica": replica.as_deref().map(|r| r.report.clone()),
         "workloads": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     }))
+}
+
+/// A capture replicated from the corpus by `sealwatch-bench replica` (which reads captures with
+/// the agent's own reader), and its report.
+struct Replica {
+    path: PathBuf,
+    packets: u64,
+    replicas: u64,
+    report: Value,
+}
+
+impl Replica {
+    fn write(opts: &Options, out: &Path, min_packets: u64) -> anyhow::Result<Replica> {
+        let args = [
+            "replica".to_owned(),
+            "--corpus".to_owned(),
+            opts.corpus.to_string_lossy().into_owned(),
+            "--out".to_owned(),
+            out.to_string_lossy().into_owned(),
+            "--min-packets".to_owned(),
+            min_packets.to_string(),
+        ];
+        let report = suite::tool_json(&opts.tool, &args)?;
+        let n = |k: &str| report[k].as_u64().unwrap_or(0);
+        Ok(Replica {
+            path: out.to_path_buf(),
+            packets: n("packets"),
+            replicas: n("replicas"),
+            report,
+        })
+    }
 }
 
 /// The corpus replicated to `opts.replica_packets` packets, and for tshark, when that is
@@ -359,30 +389,27 @@ fn analyze(agent: &Path, opts: &Options) -> anyhow::Result<Value> {
 fn write_replicas(
     dir: &Path,
     opts: &Options,
-) -> anyhow::Result<(Rc<replica::Replica>, Option<Rc<replica::Replica>>)> {
+) -> anyhow::Result<(Rc<Replica>, Option<Rc<Replica>>)> {
     let started = Instant::now();
-    let whole = replica::write(
-        &opts.corpus,
-        &dir.join("corpus-replica.pcap"),
-        opts.replica_packets,
-    )
-    .context("replicating the corpus")?;
+    let whole = Replica::write(opts, &dir.join("corpus-replica.pcap"), opts.replica_packets)
+        .context("replicating the corpus")?;
+    let r = &whole.report;
     println!(
         "xtask: bench analyze: corpus ×{}: {} packets ({} per replica: {} IPv4, {} IPv6, {} other) from {} files ({} skipped: other link types or unreadable), {:.0} MB, written in {:.1}s",
         whole.replicas,
         whole.packets,
-        whole.packets_per_replica,
-        whole.ipv4,
-        whole.ipv6,
-        whole.not_ip,
-        whole.files_used,
-        whole.files_skipped.len(),
-        mb(whole.bytes),
+        r["packets_per_replica"],
+        r["per_replica"]["ipv4"],
+        r["per_replica"]["ipv6"],
+        r["per_replica"]["not_ip"],
+        r["files_used"],
+        r["files_skipped"].as_array().map_or(0, Vec::len),
+        mb(r["bytes"].as_u64().unwrap_or(0)),
         started.elapsed().as_secs_f64()
     );
     let prefix = if opts.tshark_packets < whole.packets {
-        let head = replica::write(
-            &opts.corpus,
+        let head = Replica::write(
+            opts,
             &dir.join("corpus-replica-head.pcap"),
             opts.tshark_packets,
         )
@@ -392,23 +419,6 @@ fn write_replicas(
         None
     };
     Ok((Rc::new(whole), prefix))
-}
-
-fn replica_json(r: &replica::Replica) -> Value {
-    json!({
-        "packets": r.packets,
-        "bytes": r.bytes,
-        "replicas": r.replicas,
-        "packets_per_replica": r.packets_per_replica,
-        "per_replica": { "ipv4": r.ipv4, "ipv6": r.ipv6, "not_ip": r.not_ip },
-        "files_used": r.files_used,
-        "files_skipped": r.files_skipped.iter().map(|(file, reason)| json!({
-            "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "reason": reason,
-        })).collect::<Vec<_>>(),
-        "frames_skipped": r.frames_skipped,
-        "files_truncated": r.files_truncated,
-    })
 }
 
 /// A workload's medians.
@@ -428,7 +438,7 @@ struct Row {
 /// Another analyzer's medians on a workload.
 struct RivalRow {
     tool: rivals::Installed,
-    input: Rc<replica::Replica>,
+    input: Rc<Replica>,
     cost: Cost,
     walls: Vec<f64>,
     /// What it said it saw, in its last run.
@@ -437,7 +447,7 @@ struct RivalRow {
 }
 
 impl RivalRow {
-    fn new(tool: &rivals::Installed, input: &Rc<replica::Replica>, runs: &[rivals::Run]) -> Self {
+    fn new(tool: &rivals::Installed, input: &Rc<Replica>, runs: &[rivals::Run]) -> Self {
         let costs: Vec<Cost> = runs.iter().map(|r| r.cost).collect();
         RivalRow {
             tool: tool.clone(),
@@ -705,8 +715,8 @@ fn read_only(agent: &Path, files: &[PathBuf], counts: &Path) -> anyhow::Result<(
 /// `fork` only its current size. So the child is forked (a `pre_exec` hook makes `Command` fork),
 /// and this process keeps little in memory between runs. Little in use is not enough: glibc
 /// keeps freed heap memory resident (its trim threshold grows with the largest block freed), so
-/// after the corpus replica was built from ~14 MB of frames every child measured 20 MB, twice
-/// what `analyze` really used. Hence the trim before each fork.
+/// after a capture was built in this process (the corpus replica was, once: ~14 MB of frames)
+/// every child measured 20 MB, twice what `analyze` really used. Hence the trim before each fork.
 pub(super) fn measure(mut cmd: Command) -> anyhow::Result<Cost> {
     // SAFETY: returns free heap pages to the system; touches no memory in use.
     #[cfg(target_env = "gnu")]

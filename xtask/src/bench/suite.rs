@@ -50,8 +50,13 @@ pub fn run(tool: &Path, agent: &Path, section: Section, quick: bool) -> anyhow::
         }
         (Section::Analyze, _) => bail!("analyze is measured by xtask itself"),
     };
+    tool_json(tool, &args)
+}
+
+/// Runs `sealwatch-bench ARGS`; returns the JSON it printed.
+pub fn tool_json(tool: &Path, args: &[String]) -> anyhow::Result<Value> {
     let out = Command::new(tool)
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

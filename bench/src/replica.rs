@@ -37,7 +37,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError, create_reader};
+use sealwatch::capture::{Link, read_capture};
+use serde_json::{Value, json};
 
 /// The output's first packet: 2026-01-05T09:00:00Z, as the synthetic capture.
 const START_NS: u64 = 1_767_603_600_000_000_000;
@@ -49,8 +50,6 @@ const GAP_NS: u64 = 1_000_000_000;
 /// analyzers compared (sealwatch's default is a minute), so the flows before it still end
 /// before the packets after it, as they did in the capture.
 const MAX_PAUSE_NS: u64 = 10 * 60 * 1_000_000_000;
-/// Read buffer of the corpus reader; also the largest block it can hold.
-const READ_BUFFER: usize = 1 << 20;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -89,6 +88,26 @@ pub struct Replica {
     pub frames_skipped: u64,
     /// Files that end inside a packet: the packets before the cut are used.
     pub files_truncated: usize,
+}
+
+impl Replica {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "path": self.path,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "replicas": self.replicas,
+            "packets_per_replica": self.packets_per_replica,
+            "per_replica": { "ipv4": self.ipv4, "ipv6": self.ipv6, "not_ip": self.not_ip },
+            "files_used": self.files_used,
+            "files_skipped": self.files_skipped.iter().map(|(file, reason)| json!({
+                "file": file.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "reason": reason,
+            })).collect::<Vec<_>>(),
+            "frames_skipped": self.frames_skipped,
+            "files_truncated": self.files_truncated,
+        })
+    }
 }
 
 /// Writes the Ethernet frames of the captures in `corpus_dir` to `out` as one classic pcap
@@ -169,9 +188,7 @@ pub fn write(corpus_dir: &Path, out: &Path, min_packets: u64) -> anyhow::Result<
     Ok(replica)
 }
 
-/// One replica's frames, all in one buffer: two large allocations rather than one per frame,
-/// so the memory goes back to the system when they are dropped, and the children timed after
-/// this do not inherit a large heap (see `measure` in bench.rs).
+/// One replica's frames, all in one buffer: two large allocations rather than one per frame.
 struct Corpus {
     data: Vec<u8>,
     frames: Vec<StoredFrame>,
@@ -328,149 +345,53 @@ fn load(dir: &Path, replica: &mut Replica) -> anyhow::Result<Corpus> {
 #[derive(Default)]
 struct FileRead {
     other_links: u64,
-    first_other_link: Option<i32>,
+    first_other_link: Option<String>,
     truncated: bool,
-}
-
-/// Link type and timestamp unit of a pcap file or pcapng interface.
-#[derive(Clone, Copy)]
-struct Interface {
-    linktype: Linktype,
-    units_per_sec: u64,
-    offset_sec: i64,
-}
-
-impl Interface {
-    fn ts_ns(&self, ticks: u64) -> u64 {
-        let ns = u128::from(ticks) * 1_000_000_000 / u128::from(self.units_per_sec.max(1));
-        let ns = ns as i128 + i128::from(self.offset_sec) * 1_000_000_000;
-        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
-    }
 }
 
 /// Appends the Ethernet frames of the capture at `path` to `corpus`, the first at `cursor`, the
 /// others as far after it as they were after the first in the file, pauses shortened to
-/// [`MAX_PAUSE_NS`].
+/// [`MAX_PAUSE_NS`]. Read by the agent's own capture reader, as `analyze` reads it.
 fn read_file(path: &Path, corpus: &mut Corpus, cursor: u64) -> anyhow::Result<FileRead> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = match create_reader(READ_BUFFER, file) {
-        Ok(r) => r,
-        Err(PcapError::HeaderNotRecognized) => bail!("not a pcap or pcapng capture"),
-        Err(e) => bail!("unreadable header: {e:?}"),
-    };
     let mut read = FileRead::default();
-    let mut legacy: Option<Interface> = None;
-    let mut interfaces: Vec<Interface> = Vec::new();
     // The latest time in the file so far, and where it went on the replica's timeline.
     let mut latest: Option<u64> = None;
     let mut last = cursor;
-    let mut stalled = false;
-    let mut packet = 0u64;
-    loop {
-        match reader.next() {
-            Ok((offset, block)) => {
-                stalled = false;
-                // (interface, timestamp in the file, captured bytes, original length)
-                let found = match block {
-                    PcapBlockOwned::LegacyHeader(h) => {
-                        legacy = Some(Interface {
-                            linktype: h.network,
-                            units_per_sec: if h.is_nanosecond_precision() {
-                                1_000_000_000
-                            } else {
-                                1_000_000
-                            },
-                            offset_sec: 0,
-                        });
-                        None
-                    }
-                    PcapBlockOwned::Legacy(b) => legacy.map(|i| {
-                        let ts =
-                            u64::from(b.ts_sec) * 1_000_000_000 + i.ts_ns(u64::from(b.ts_usec));
-                        (i, Some(ts), b.data, b.origlen)
-                    }),
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
-                        interfaces.clear();
-                        None
-                    }
-                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        interfaces.push(Interface {
-                            linktype: idb.linktype,
-                            units_per_sec: ts_units(idb.if_tsresol),
-                            offset_sec: idb.if_tsoffset,
-                        });
-                        None
-                    }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        interfaces.get(epb.if_id as usize).map(|i| {
-                            let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            // EPB data is padded to 32 bits; caplen says how much is real.
-                            let len = (epb.caplen as usize).min(epb.data.len());
-                            (*i, Some(i.ts_ns(ticks)), &epb.data[..len], epb.origlen)
-                        })
-                    }
-                    // No timestamp: it comes right after the packet before it.
-                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => interfaces
-                        .first()
-                        .map(|i| (*i, None, spb.data, spb.origlen)),
-                    PcapBlockOwned::NG(_) => None,
-                };
-                if let Some((interface, ts, data, orig_len)) = found {
-                    packet += 1;
-                    if interface.linktype == Linktype::ETHERNET {
-                        if let Some(ts) = ts {
-                            let before = latest.unwrap_or(ts);
-                            last += ts.saturating_sub(before).min(MAX_PAUSE_NS);
-                            latest = Some(ts.max(before));
-                        }
-                        let len = u32::try_from(data.len()).context("frame over 4 GB")?;
-                        corpus.frames.push(StoredFrame {
-                            ts_ns: last,
-                            start: corpus.data.len(),
-                            len,
-                            orig_len: orig_len.max(len),
-                            ip: Ip::find(data),
-                        });
-                        corpus.data.extend_from_slice(data);
-                    } else {
-                        read.other_links += 1;
-                        read.first_other_link.get_or_insert(interface.linktype.0);
-                    }
-                }
-                reader.consume(offset);
-            }
-            Err(PcapError::Eof) => break,
-            Err(PcapError::Incomplete(_)) => {
-                // Twice in a row without progress: the last block is cut short.
-                if stalled {
-                    read.truncated = true;
-                    break;
-                }
-                stalled = true;
-                reader
-                    .refill()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))
-                    .with_context(|| format!("reading after packet {packet}"))?;
-            }
-            Err(PcapError::UnexpectedEof) => {
-                read.truncated = true;
-                break;
-            }
-            Err(e) => bail!("corrupt after packet {packet}: {e:?}"),
+    let mut too_large = false;
+    let stats = read_capture(path, |frame| {
+        if frame.link != Link::Ethernet {
+            read.other_links += 1;
+            read.first_other_link
+                .get_or_insert_with(|| format!("{:?}", frame.link));
+            return;
         }
+        let before = latest.unwrap_or(frame.ts_ns);
+        last += frame.ts_ns.saturating_sub(before).min(MAX_PAUSE_NS);
+        latest = Some(frame.ts_ns.max(before));
+        let Ok(len) = u32::try_from(frame.data.len()) else {
+            too_large = true;
+            return;
+        };
+        corpus.frames.push(StoredFrame {
+            ts_ns: last,
+            start: corpus.data.len(),
+            len,
+            orig_len: frame.wire_len.max(len),
+            ip: Ip::find(frame.data),
+        });
+        corpus.data.extend_from_slice(frame.data);
+    })?;
+    if too_large {
+        bail!("a frame over 4 GB");
     }
+    // Frames of link types the reader does not know are counted, not handed over.
+    read.other_links += stats.unsupported;
+    if stats.unsupported > 0 {
+        read.first_other_link
+            .get_or_insert_with(|| "one sealwatch does not read".to_owned());
+    }
+    read.truncated = stats.truncated;
     Ok(read)
-}
-
-/// pcapng `if_tsresol`: high bit clear, 10^-n seconds; set, 2^-n.
-fn ts_units(tsresol: u8) -> u64 {
-    let n = u32::from(tsresol & 0x7f);
-    if tsresol & 0x80 == 0 {
-        10u64.checked_pow(n)
-    } else {
-        1u64.checked_shl(n)
-    }
-    .unwrap_or(1_000_000)
 }
 
 #[cfg(test)]
