@@ -1,6 +1,8 @@
 //! The flow table: a canonical 5-tuple key (both directions of a connection map to one entry)
 //! and the per-flow state the kernel keeps.
 
+use core::ptr::addr_of_mut;
+
 use crate::net::{TCP_ACK, TCP_SYN};
 
 /// Canonical bidirectional 5-tuple. The endpoint that sorts lower (address, then port) is side
@@ -73,19 +75,43 @@ impl FlowKey {
         dst: &[u32; 4],
         dport: u16,
     ) -> Side {
+        // SAFETY: `self` is a valid, writable key.
+        unsafe { FlowKey::write_canonical(self, family, proto, src, sport, dst, dport) }
+    }
+
+    /// [`FlowKey::set_canonical`] through a pointer to memory that may be uninitialised: every
+    /// field is written, none read.
+    ///
+    /// # Safety
+    /// `key` must be valid for writes of a `FlowKey` and aligned.
+    #[inline(always)]
+    pub unsafe fn write_canonical(
+        key: *mut FlowKey,
+        family: u8,
+        proto: u8,
+        src: &[u32; 4],
+        sport: u16,
+        dst: &[u32; 4],
+        dport: u16,
+    ) -> Side {
         let src_first = endpoint_le(src, sport, dst, dport);
         let (lo, port_lo, hi, port_hi, side) = if src_first {
             (src, sport, dst, dport, 0)
         } else {
             (dst, dport, src, sport, 1)
         };
-        self.addr_lo = *lo;
-        self.addr_hi = *hi;
-        self.port_lo = port_lo;
-        self.port_hi = port_hi;
-        self.proto = proto;
-        self.family = family;
-        self._pad = [0; 2];
+        // SAFETY: per the contract; plain-data fields, written whole.
+        // Field by field, as the old in-place assignments did: a whole `FlowKey` value could
+        // be built on the BPF stack and copied.
+        unsafe {
+            addr_of_mut!((*key).addr_lo).write(*lo);
+            addr_of_mut!((*key).addr_hi).write(*hi);
+            addr_of_mut!((*key).port_lo).write(port_lo);
+            addr_of_mut!((*key).port_hi).write(port_hi);
+            addr_of_mut!((*key).proto).write(proto);
+            addr_of_mut!((*key).family).write(family);
+            addr_of_mut!((*key)._pad).write([0; 2]);
+        }
         side
     }
 

@@ -3,7 +3,10 @@
 //! memory, where every access is bounds-checked the way the verifier wants) and by offline
 //! analysis (over captured frames), so both see the same flows and skip the same packets.
 
-use core::mem;
+use core::{
+    mem::{self, MaybeUninit},
+    ptr::addr_of_mut,
+};
 
 use crate::{
     flow::{FlowKey, Side},
@@ -18,8 +21,11 @@ pub enum Skip {
     Malformed,
 }
 
-/// A TCP or UDP packet reduced to what flow tracking needs. Filled in place by [`parse`]:
-/// building and moving it by value costs stack the BPF programs do not have.
+/// A TCP or UDP packet reduced to what flow tracking needs. Filled in place by the parsers:
+/// building and moving it by value costs stack the BPF programs do not have. The kernel hands
+/// them uninitialised stack ([`parse_ethernet_into`]): zeroing these 64 bytes first cost as much
+/// as the rest of an established flow's packet (BPF has no wide `memset`, LLVM emits a byte
+/// loop), and a successful parse writes every field anyway.
 #[derive(Default)]
 pub struct Parsed {
     pub key: FlowKey,
@@ -34,6 +40,15 @@ pub struct Parsed {
     pub payload_len: u32,
     /// IP-layer length (header included).
     pub ip_len: u32,
+}
+
+/// Writes one field of the output without reading or dropping what was there.
+macro_rules! put {
+    ($out:expr, $field:ident, $value:expr) => {
+        // SAFETY: a field of the caller's `MaybeUninit<Parsed>`, plain data: writing it never
+        // reads the old bytes.
+        unsafe { addr_of_mut!((*$out.as_mut_ptr()).$field).write($value) }
+    };
 }
 
 /// Bounds-checked pointer to a `T` at `off` in the linear packet data: the check the verifier
@@ -76,6 +91,23 @@ pub unsafe fn parse_ethernet(
     wire_len: u32,
     out: &mut Parsed,
 ) -> Result<(), Skip> {
+    // SAFETY: forwarded; every field of `Parsed` is plain data, so seen as `MaybeUninit` it is
+    // only ever overwritten with valid values.
+    unsafe { parse_ethernet_into(start, end, wire_len, as_uninit(out)) }.map(|_| ())
+}
+
+/// [`parse_ethernet`] into uninitialised memory: on success every field is written and the
+/// parsed packet is returned.
+///
+/// # Safety
+/// As [`parse_ethernet`].
+#[inline(always)]
+pub unsafe fn parse_ethernet_into(
+    start: usize,
+    end: usize,
+    wire_len: u32,
+    out: &mut MaybeUninit<Parsed>,
+) -> Result<&mut Parsed, Skip> {
     let &[t0, t1] = header::<2>(start, end, ETH_TYPE_OFFSET)?;
     let mut ethertype = be16(t0, t1);
     let mut l3 = ETH_HDR_LEN;
@@ -88,7 +120,13 @@ pub unsafe fn parse_ethernet(
         ethertype = be16(i0, i1);
         l3 += VLAN_HDR_LEN;
     }
-    unsafe { parse_l3(ethertype, start, end, l3, wire_len, out) }
+    unsafe { parse_l3_into(ethertype, start, end, l3, wire_len, out) }
+}
+
+#[inline(always)]
+fn as_uninit(out: &mut Parsed) -> &mut MaybeUninit<Parsed> {
+    // SAFETY: same layout; the parsers only write whole, valid field values through it.
+    unsafe { &mut *(out as *mut Parsed).cast::<MaybeUninit<Parsed>>() }
 }
 
 /// Parses from the network header at `l3` on, for frames whose link layer names the EtherType
@@ -105,6 +143,23 @@ pub unsafe fn parse_l3(
     wire_len: u32,
     out: &mut Parsed,
 ) -> Result<(), Skip> {
+    // SAFETY: as in `parse_ethernet`.
+    unsafe { parse_l3_into(ethertype, start, end, l3, wire_len, as_uninit(out)) }.map(|_| ())
+}
+
+/// [`parse_l3`] into uninitialised memory, as [`parse_ethernet_into`].
+///
+/// # Safety
+/// As [`parse_ethernet`].
+#[inline(always)]
+pub unsafe fn parse_l3_into(
+    ethertype: u16,
+    start: usize,
+    end: usize,
+    l3: usize,
+    wire_len: u32,
+    out: &mut MaybeUninit<Parsed>,
+) -> Result<&mut Parsed, Skip> {
     let (mut ethertype, mut l3) = (ethertype, l3);
     // MPLS: skip the label stack to its bottom entry; the IP version nibble follows.
     if ethertype == ETH_P_MPLS_UC || ethertype == ETH_P_MPLS_MC {
@@ -138,8 +193,8 @@ fn parse_ipv4(
     start: usize,
     end: usize,
     l3: usize,
-    out: &mut Parsed,
-) -> Result<(), Skip> {
+    out: &mut MaybeUninit<Parsed>,
+) -> Result<&mut Parsed, Skip> {
     let ip = header::<IPV4_MIN_HDR_LEN>(start, end, l3)?;
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HDR_LEN {
@@ -171,7 +226,7 @@ fn parse_ipv4(
         0,
         0,
     ];
-    out.ip_len = ip_len;
+    put!(out, ip_len, ip_len);
     let l4 = L4 {
         family: FAMILY_IPV4,
         proto: ip[9],
@@ -187,8 +242,8 @@ fn parse_ipv6(
     start: usize,
     end: usize,
     l3: usize,
-    out: &mut Parsed,
-) -> Result<(), Skip> {
+    out: &mut MaybeUninit<Parsed>,
+) -> Result<&mut Parsed, Skip> {
     let ip = header::<IPV6_HDR_LEN>(start, end, l3)?;
     if ip[0] >> 4 != 6 {
         return Err(Skip::Malformed);
@@ -232,7 +287,7 @@ fn parse_ipv6(
     if payload < ext_len {
         return Err(Skip::Malformed);
     }
-    out.ip_len = payload + IPV6_HDR_LEN as u32;
+    put!(out, ip_len, payload + IPV6_HDR_LEN as u32);
     let l4 = L4 {
         family: FAMILY_IPV6,
         proto: next,
@@ -253,15 +308,15 @@ struct L4 {
 }
 
 #[inline(always)]
-fn parse_l4(
+fn parse_l4<'a>(
     wire_len: u32,
     start: usize,
     end: usize,
     l4: &L4,
     src: [u32; 4],
     dst: [u32; 4],
-    out: &mut Parsed,
-) -> Result<(), Skip> {
+    out: &'a mut MaybeUninit<Parsed>,
+) -> Result<&'a mut Parsed, Skip> {
     let (sport, dport, tcp_flags, seq, hdr_len) = match l4.proto {
         IPPROTO_TCP => {
             let tcp = header::<TCP_MIN_HDR_LEN>(start, end, l4.off)?;
@@ -301,14 +356,29 @@ fn parse_l4(
     let payload_off = l4.off as u32 + hdr_len;
     // Never trust header lengths beyond the bytes actually there.
     let present = wire_len.saturating_sub(payload_off);
-    out.payload_off = payload_off;
-    out.payload_len = l4.len.saturating_sub(hdr_len).min(present);
-    out.sport = sport;
-    out.dport = dport;
-    out.tcp_flags = tcp_flags;
-    out.seq = seq;
-    out.side = out
-        .key
-        .set_canonical(l4.family, l4.proto, &src, sport, &dst, dport);
-    Ok(())
+    put!(out, payload_off, payload_off);
+    put!(
+        out,
+        payload_len,
+        l4.len.saturating_sub(hdr_len).min(present)
+    );
+    put!(out, sport, sport);
+    put!(out, dport, dport);
+    put!(out, tcp_flags, tcp_flags);
+    put!(out, seq, seq);
+    // SAFETY: the key field of `out`, written whole.
+    let side = unsafe {
+        FlowKey::write_canonical(
+            addr_of_mut!((*out.as_mut_ptr()).key),
+            l4.family,
+            l4.proto,
+            &src,
+            sport,
+            &dst,
+            dport,
+        )
+    };
+    put!(out, side, side);
+    // SAFETY: every field is written above (`ip_len` by the IP parsers).
+    Ok(unsafe { out.assume_init_mut() })
 }

@@ -3,7 +3,7 @@
 //! flow (minimum version, forbidden suites) and the preamble of a protocol that may still
 //! upgrade to TLS in-band.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sealwatch_common::{
@@ -40,11 +40,11 @@ pub enum Fate {
 /// reached, or check a follow-up. Re-parses the packet (a tail call keeps only the context).
 #[inline(always)]
 pub fn enforce<P: Packet>(pkt: &P, hook: u8) -> Fate {
-    let mut parsed = Parsed::default();
-    if crate::packet::parse(pkt, &mut parsed).is_err() {
+    let mut parsed = MaybeUninit::<Parsed>::uninit();
+    let Ok(parsed) = crate::packet::parse(pkt, &mut parsed) else {
         count(Stat::EnforceUnreachable);
         return Fate::Pass;
-    }
+    };
     let Some(state) = FLOWS.get_ptr_mut(&parsed.key) else {
         count(Stat::EnforceUnreachable);
         return Fate::Pass;
@@ -54,14 +54,14 @@ pub fn enforce<P: Packet>(pkt: &P, hook: u8) -> Fate {
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
-        // SAFETY: no arguments, no memory.
-        now: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+        // A verdict's notice: worth the precise clock.
+        now: crate::track::precise_now(),
     };
     let flags = load_u64(&state.flags);
     let fate = if flags & FLOW_VERDICT == 0 && flags & FLOW_DECIDING != 0 {
-        settle(pkt, state, &parsed, &seen)
+        settle(pkt, state, parsed, &seen)
     } else if flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) != 0 {
-        follow_up(pkt, state, &parsed, &seen, flags).unwrap_or_else(|stat| {
+        follow_up(pkt, state, parsed, &seen, flags).unwrap_or_else(|stat| {
             count(stat);
             Fate::Pass
         })

@@ -14,6 +14,8 @@ mod owner;
 mod packet;
 mod track;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     macros::{classifier, xdp},
@@ -119,9 +121,9 @@ fn observe_tc(ctx: &TcContext, hook: u8) -> i32 {
 #[inline(always)]
 fn observe<P: Packet>(pkt: &P, hook: u8) -> Fate {
     count(Stat::Packets);
-    let mut parsed = Parsed::default();
+    let mut parsed = MaybeUninit::<Parsed>::uninit();
     match parse(pkt, &mut parsed) {
-        Ok(()) => match track::track(pkt, &parsed, hook) {
+        Ok(parsed) => match track::track(pkt, parsed, hook) {
             Ok(fate) => return fate,
             Err(stat) => count(stat),
         },

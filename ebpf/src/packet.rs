@@ -1,6 +1,6 @@
 //! Packet access shared by the TC and XDP programs, and the header parser.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     EbpfContext,
@@ -9,7 +9,7 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use sealwatch_common::parse::parse_ethernet;
+use sealwatch_common::parse::parse_ethernet_into;
 pub use sealwatch_common::parse::{Parsed, Skip};
 
 /// What the TC and XDP contexts have in common for our purposes (and aya-log's context).
@@ -111,10 +111,14 @@ impl Packet for XdpContext {
     }
 }
 
-/// Parses the packet behind `pkt` with the shared parser.
+/// Parses the packet behind `pkt` with the shared parser, into `out` left uninitialised by the
+/// caller (see [`Parsed`]).
 #[inline(always)]
-pub fn parse<P: Packet>(pkt: &P, out: &mut Parsed) -> Result<(), Skip> {
+pub fn parse<'a, P: Packet>(
+    pkt: &P,
+    out: &'a mut MaybeUninit<Parsed>,
+) -> Result<&'a mut Parsed, Skip> {
     // SAFETY: [data, data_end) is the packet's linear area, readable for the program's run;
     // every access inside is bounds-checked against data_end.
-    unsafe { parse_ethernet(pkt.data(), pkt.data_end(), pkt.len(), out) }
+    unsafe { parse_ethernet_into(pkt.data(), pkt.data_end(), pkt.len(), out) }
 }

@@ -6,7 +6,10 @@ use core::{
     ptr::{addr_of, addr_of_mut},
 };
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+};
 use aya_log_ebpf::debug;
 use sealwatch_common::{
     CLASSIFY_WINDOW, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
@@ -30,7 +33,19 @@ use crate::{
 pub struct Seen {
     pub hook: u8,
     pub ifindex: u32,
+    /// `bpf_ktime_get_coarse_ns`: the last tick's CLOCK_MONOTONIC, a few ns to read where the
+    /// precise clock costs ~25 ns a packet (most of it reading the clocksource in a VM). Last-seen
+    /// times need no better than the idle timeouts' seconds; a flow's start and its verdict,
+    /// which latency is measured from, take [`precise_now`].
     pub now: u64,
+}
+
+/// CLOCK_MONOTONIC to the nanosecond, for the rare moments worth it (a flow's first packet, its
+/// verdict).
+#[inline(always)]
+pub fn precise_now() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(never)]
@@ -38,7 +53,8 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
-        now: unsafe { bpf_ktime_get_ns() },
+        // SAFETY: no arguments, no memory.
+        now: unsafe { bpf_ktime_get_coarse_ns() },
     };
     let state = match FLOWS.get_ptr_mut(&p.key) {
         Some(s) => s,
@@ -63,7 +79,10 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let side = usize::from(p.side & 1);
     add_u64(&mut state.packets[side], u64::from(pkt.segments()));
     add_u64(&mut state.bytes[side], u64::from(p.ip_len));
-    state.last_ns = seen.now;
+    // The coarse clock lags the precise one a flow started with by up to a tick.
+    if seen.now > state.last_ns {
+        state.last_ns = seen.now;
+    }
 
     let flags = record_tcp_flags(state, p, &seen)?;
     // Packets without payload (handshakes, ACKs, FIN and RST) always pass: they carry no data,
@@ -76,7 +95,7 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
         return Ok(Fate::Drop);
     }
     let fate = if flags & FLOW_VERDICT == 0 {
-        if classify(pkt, state, p, &seen, flags)? {
+        if classify(pkt, state, p, flags)? {
             Fate::Decide
         } else {
             Fate::Pass
@@ -107,8 +126,10 @@ fn sample_limit() -> u32 {
 
 #[inline(never)]
 fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState, Stat> {
+    let first_ns = precise_now();
     let state = FlowState {
-        first_ns: seen.now,
+        first_ns,
+        last_ns: first_ns,
         local_cookie,
         local_side: p.side,
         ifindex: seen.ifindex,
@@ -151,7 +172,6 @@ fn classify<P: Packet>(
     pkt: &P,
     state: &mut FlowState,
     p: &Parsed,
-    seen: &Seen,
     flags: u64,
 ) -> Result<bool, Stat> {
     let side = usize::from(p.side & 1);
@@ -159,7 +179,7 @@ fn classify<P: Packet>(
     state.payload_packets[side] = sent;
     match payload_step(flags, p.side, sent) {
         PayloadStep::Wait => return Ok(false),
-        PayloadStep::GiveUp => return Ok(set_verdict(state, seen, Verdict::UNKNOWN)),
+        PayloadStep::GiveUp => return Ok(set_verdict(state, Verdict::UNKNOWN)),
         PayloadStep::Classify => {}
     }
     // Exactly one CPU classifies each side: whoever flips the bit.
@@ -181,20 +201,20 @@ fn classify<P: Packet>(
         verdict.protocol as u8
     );
     match conclude(verdict, before & theirs != 0) {
-        Some(v) => Ok(set_verdict(state, seen, v)),
+        Some(v) => Ok(set_verdict(state, v)),
         None => Ok(false),
     }
 }
 
 /// Records the verdict; true when this call reached it, so the enforce program must settle it.
 #[inline(always)]
-fn set_verdict(state: &mut FlowState, seen: &Seen, v: Verdict) -> bool {
+fn set_verdict(state: &mut FlowState, v: Verdict) -> bool {
     if fetch_or_u64(&mut state.flags, FLOW_DECIDING) & (FLOW_DECIDING | FLOW_VERDICT) != 0 {
         return false;
     }
     state.protocol = v.protocol as u8;
     state.encryption = v.encryption as u8;
-    state.verdict_ns = seen.now;
+    state.verdict_ns = precise_now();
     true
 }
 
@@ -203,9 +223,14 @@ fn set_verdict(state: &mut FlowState, seen: &Seen, v: Verdict) -> bool {
 #[inline(always)]
 pub fn load_window<P: Packet>(pkt: &P, p: &Parsed) -> Option<&'static [u8; CLASSIFY_WINDOW]> {
     let window = WINDOW.get_ptr_mut(0)?;
-    // The window is reused: zero it in place.
-    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long.
-    unsafe { core::ptr::write_bytes(window.cast::<u8>(), 0, CLASSIFY_WINDOW) };
+    // The window is reused: zero it in place, a word at a time (`write_bytes` becomes a byte
+    // loop on BPF).
+    let words = window.cast::<u64>();
+    for i in 0..CLASSIFY_WINDOW / 8 {
+        // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long; map values
+        // are 8-byte aligned.
+        unsafe { words.add(i).write_volatile(0) };
+    }
     let mut n = p.payload_len;
     if n > CLASSIFY_WINDOW as u32 {
         n = CLASSIFY_WINDOW as u32;
