@@ -29,7 +29,14 @@ pub trait Packet: EbpfContext {
     fn departing_socket_cgroup(&self) -> u64;
     /// The cookie of the local socket a departing packet leaves, 0 when there is none.
     fn departing_socket_cookie(&self) -> u64;
+    /// Brings the packet's first [`LINEAR_HEADERS`] bytes into the directly readable area when
+    /// some are outside it; true if it did (packet pointers must then be read again).
+    fn pull_headers(&self) -> bool;
 }
+
+/// Headers we want directly readable when a packet's are not: Ethernet, two VLAN tags, IPv6
+/// with a few extension headers, TCP with options.
+const LINEAR_HEADERS: u32 = 128;
 
 impl Packet for TcContext {
     #[inline(always)]
@@ -70,6 +77,14 @@ impl Packet for TcContext {
         // SAFETY: as above; the helper returns 0 without a socket.
         unsafe { bpf_get_socket_cookie(self.skb.skb as *mut c_void) }
     }
+    #[inline(always)]
+    fn pull_headers(&self) -> bool {
+        let want = self.len().min(LINEAR_HEADERS);
+        if ((self.data_end() - self.data()) as u32) >= want {
+            return false;
+        }
+        self.pull_data(want).is_ok()
+    }
 }
 
 impl Packet for XdpContext {
@@ -108,6 +123,11 @@ impl Packet for XdpContext {
     fn departing_socket_cookie(&self) -> u64 {
         // XDP sees arriving packets only.
         0
+    }
+    #[inline(always)]
+    fn pull_headers(&self) -> bool {
+        // The first buffer of an XDP packet holds at least its headers.
+        false
     }
 }
 
