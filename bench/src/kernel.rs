@@ -63,8 +63,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
     let mut programs = Programs::load(
         LoadOptions {
             sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
-            // Room for every flow the rounds create, so none is evicted mid-measure.
-            flow_capacity: (opts.new_flows * 2 * opts.rounds as u32 + 1024).next_power_of_two(),
+            // Room for every flow the rounds of every mode create (two per new-flow step: the
+            // DNS and the TCP flow), so none is evicted mid-measure.
+            flow_capacity: (opts.new_flows * 2 * opts.rounds as u32 * MODES.len() as u32 + 1024)
+                .next_power_of_two(),
             kernel_log_level: 0,
             ingress: None,
         },
