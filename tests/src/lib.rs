@@ -33,8 +33,10 @@ const NS_PREFIX: &str = "swlab-";
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// True when running as root (namespaces and BPF need it).
+pub mod kustomize;
 pub mod otlp;
 pub mod standing;
+pub mod tools;
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
