@@ -32,12 +32,12 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const NS_PREFIX: &str = "swlab-";
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// True when running as root (namespaces and BPF need it).
 pub mod kustomize;
 pub mod otlp;
 pub mod standing;
 pub mod tools;
 
+/// True when running as root (namespaces and BPF need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
