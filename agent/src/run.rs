@@ -354,6 +354,7 @@ fn handle<T: crate::flows::FlowTable>(
             tracker.on_notice(&n, monotonic_ns(), out)
         }
         KernelEvent::Sample(s) => tracker.on_sample(&s, out),
+        KernelEvent::Resample(s) => tracker.on_resample(&s, out),
     }
 }
 
@@ -626,6 +627,11 @@ fn counters(stats: &PerCpuArray<MapData, u64>, agent: TrackerStats) -> BTreeMap<
         ("verdicts_recovered", agent.verdicts_recovered),
         ("samples", agent.samples),
         ("sample_bytes", agent.sample_bytes),
+        ("resamples", agent.resamples),
+        (
+            "plaintext_after_encryption",
+            agent.plaintext_after_encryption,
+        ),
     ] {
         c.insert(format!("sealwatch.agent.{name}"), value);
     }
