@@ -156,7 +156,7 @@ pub async fn run<W: Write>(
 
     // Take the maps before attaching so no event is produced without a reader.
     let ring = programs.take_events()?;
-    let table = programs.take_flows()?;
+    let table = programs.take_flow_table()?;
     let stats_map = programs.take_stats()?;
     // The policy is in the kernel before the first packet is seen: enforce mode has no window.
     let mut kernel_policy = programs.take_policy()?;
