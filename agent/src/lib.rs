@@ -11,6 +11,7 @@ pub mod events;
 pub mod flowlog;
 pub mod flows;
 pub mod flowtable;
+pub mod json;
 pub mod links;
 pub mod offline;
 pub mod output;
