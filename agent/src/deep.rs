@@ -360,7 +360,7 @@ fn server_hello_at(b: &[u8]) -> Option<usize> {
 /// eleven bytes at every offset (held verdicts look again at each new sample).
 fn handshake_from(b: &[u8], from: usize, msg_type: u8) -> Option<usize> {
     let mut i = from;
-    while let Some(skip) = b.get(i..)?.iter().position(|&x| x == TLS_HANDSHAKE) {
+    while let Some(skip) = memchr::memchr(TLS_HANDSHAKE, b.get(i..)?) {
         i += skip;
         if handshake_at(b, i, msg_type) {
             return Some(i);
