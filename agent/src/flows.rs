@@ -491,13 +491,16 @@ impl<T: FlowTable> FlowTracker<T> {
     /// decide then) and for flows not reported as encrypted.
     pub fn on_resample(&mut self, s: &Sample, out: &mut Vec<Event>) {
         self.stats.resamples += 1;
-        let Some(tracked) = self.flows.get(&s.key) else {
-            return;
-        };
-        let Some(before) = tracked.verdict.as_ref() else {
-            return;
-        };
-        if before.encryption != Encryption::Encrypted {
+        // The kernel re-samples only flows its verdict calls encrypted: a quiet flow was
+        // reported with that verdict; another reported flow with what deep parsing added.
+        let encrypted = self.quiet.contains(&s.key)
+            || self.flows.get(&s.key).is_some_and(|t| {
+                t.reported
+                    && t.verdict
+                        .as_ref()
+                        .is_none_or(|f| f.encryption == Encryption::Encrypted)
+            });
+        if !encrypted {
             return;
         }
         let Some(plain) = deep::plaintext_mid_flow(&s.data, s.key.proto, s.payload_len) else {
@@ -506,18 +509,21 @@ impl<T: FlowTable> FlowTracker<T> {
         self.stats.plaintext_after_encryption += 1;
         let mut findings = Findings::plain(plain);
         findings.plaintext_after_encryption = true;
+        let state = self.table.get(&s.key);
+        let tracked = self.track(s.key);
+        if let Some(st) = &state {
+            tracked.kernel = tracked.kernel.merge(Kernel {
+                action: st.action,
+                rule: st.rule,
+            });
+        }
         let kernel = tracked.kernel;
-        let attribution = tracked.attribution.clone();
-        let client_side = self
-            .table
-            .get(&s.key)
-            .map_or(sealwatch_common::flow::CLIENT_UNKNOWN, |st| st.client_side);
+        let attribution = tracked.attribution.as_deref().cloned();
+        tracked.verdict = Some(findings.clone());
+        let client_side = state.map_or(sealwatch_common::flow::CLIENT_UNKNOWN, |st| st.client_side);
         let mut event =
             self.flow_event(&s.key, client_side, &findings, kernel, (s.ifindex, s.ts_ns));
         event.attribution = attribution.unwrap_or_default();
-        if let Some(tracked) = self.flows.get_mut(&s.key) {
-            tracked.verdict = Some(findings);
-        }
         out.push(Event::Flow(Box::new(event)));
     }
 

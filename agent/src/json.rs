@@ -29,6 +29,10 @@ pub fn write_flow(e: &FlowEvent, out: &mut Vec<u8>) {
     }
     o.opt_bool("sealwatch.fully_encrypted", e.fully_encrypted);
     o.opt_bool("sealwatch.starttls", e.starttls);
+    o.opt_bool(
+        "sealwatch.plaintext_after_encryption",
+        e.plaintext_after_encryption,
+    );
     o.opt_str("tls.protocol.version", e.tls_version);
     o.opt_str("tls.cipher", e.tls_cipher.as_deref());
     o.opt_str("tls.server.name", e.tls_server_name.as_deref());
@@ -289,6 +293,7 @@ mod tests {
             "eth0 \"quoted\"".into(),
         );
         e.starttls = Some(false);
+        e.plaintext_after_encryption = Some(true);
         e.tls_version = Some("1.3");
         e.tls_cipher = Some("TLS_AES_128_GCM_SHA256".into());
         e.tls_server_name = Some("db.internal".into());
