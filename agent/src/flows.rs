@@ -237,6 +237,9 @@ pub struct TrackerStats {
     pub flows_reported: u64,
     pub flows_ended: u64,
     pub flows_evicted: u64,
+    /// Of those, flows evicted before a sweep read their totals: reported, but with no
+    /// `flow.end` (the table was too small for the burst of new flows).
+    pub flows_evicted_unread: u64,
     pub verdicts_recovered: u64,
     pub samples: u64,
     pub sample_bytes: u64,
@@ -778,9 +781,13 @@ impl<T: FlowTable> FlowTracker<T> {
             .get(key)
             .and_then(|t| t.last_seen.as_deref().copied());
         let Some(state) = state.or(last_seen) else {
-            // Never saw its totals: nothing we could say about bytes, but the verdict was told.
+            // Never saw its totals (a burst filled the table between two sweeps): the verdict
+            // was told, its flow.end cannot be. Counted, so that it is not lost silently.
             debug!(?key, "flow gone before its totals were read");
-            self.forget(key);
+            if self.forget(key).reported {
+                self.stats.flows_evicted += 1;
+                self.stats.flows_evicted_unread += 1;
+            }
             return;
         };
         self.table.remove(key);

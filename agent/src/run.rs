@@ -324,6 +324,8 @@ pub async fn run<W: Write>(
     let counters = counters(&stats_map, tracker.stats());
     out.telemetry
         .counters(&counters, (tracker.table_entries(), args.flow_capacity));
+    // What was lost since the last refresh (a sweep at exit finds evictions too).
+    ring_losses.check(&counters);
     let lost = RingLosses::total(&counters);
     if lost > 0 {
         warn!(
@@ -624,11 +626,12 @@ fn agent_event(
 
 /// Kernel counters summed over CPUs, plus the agent's own.
 /// Warns while running, once per metrics refresh at most, when the kernel found the ring full
-/// since the last look: the loss is also a metric (`sealwatch.ringbuf.lost`), but a metric
-/// nobody graphs is silent.
+/// since the last look (the loss is also a metric, `sealwatch.ringbuf.lost`, but a metric
+/// nobody graphs is silent), or flows left a full table before their totals were read.
 #[derive(Default)]
 struct RingLosses {
     warned_at: u64,
+    unread_at: u64,
 }
 
 impl RingLosses {
@@ -652,6 +655,18 @@ impl RingLosses {
             );
             self.warned_at = total;
         }
+        let unread = counters
+            .get("sealwatch.agent.flows_evicted_unread")
+            .copied()
+            .unwrap_or(0);
+        if unread > self.unread_at {
+            warn!(
+                flows = unread - self.unread_at,
+                total = unread,
+                "the flow table was full: flows were evicted before their totals were read and end without flow.end (raise --flow-capacity)"
+            );
+            self.unread_at = unread;
+        }
     }
 }
 
@@ -672,6 +687,7 @@ fn counters(stats: &PerCpuArray<MapData, u64>, agent: TrackerStats) -> BTreeMap<
         ("flows_reported", agent.flows_reported),
         ("flows_ended", agent.flows_ended),
         ("flows_evicted", agent.flows_evicted),
+        ("flows_evicted_unread", agent.flows_evicted_unread),
         ("verdicts_recovered", agent.verdicts_recovered),
         ("samples", agent.samples),
         ("sample_bytes", agent.sample_bytes),

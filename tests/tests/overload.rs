@@ -33,6 +33,21 @@ for i in range(count):
 print(sent)
 "#;
 
+/// A UDP sink: counts datagrams and bytes, rewriting the count to a file after each.
+const SINK: &str = r#"
+import socket, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", port))
+n = b = 0
+while True:
+    d = s.recv(65536)
+    n += 1
+    b += len(d)
+    with open(out, "w") as f:
+        f.write("%d %d\n" % (n, b))
+"#;
+
 fn udp_flows(evs: &[Value], event: &str, server_port: u16) -> usize {
     evs.iter()
         .filter(|e| {
@@ -167,5 +182,89 @@ fn ring_overflow_is_counted_warned_and_every_flow_still_reported() {
     eprintln!(
         "ring overflow: {FLOWS} flows, {lost} events lost, {} verdicts recovered, all reported",
         c["sealwatch.agent.verdicts_recovered"]
+    );
+}
+
+/// Enforce mode with the smallest flow table (1024) and 5000 new plaintext flows in a burst:
+/// the table evicts, the agent counts it and keeps reporting, and not one datagram of a
+/// forbidden flow reaches the server. A flow after the burst is still judged and dropped.
+#[test]
+fn a_burst_larger_than_the_flow_table_is_evicted_counted_and_still_enforced() {
+    if !require_root("a_burst_larger_than_the_flow_table_is_evicted_counted_and_still_enforced") {
+        return;
+    }
+    const FLOWS: usize = 5000;
+    const CAPACITY: usize = 1024;
+    const PORT: u16 = 7200;
+    let mut lab = Lab::new().expect("lab");
+    let sink = lab.dir.join("sink.py");
+    let got = lab.dir.join("got");
+    std::fs::write(&sink, SINK).expect("sink script");
+    lab.spawn_server(&[
+        "python3",
+        &sink.to_string_lossy(),
+        &PORT.to_string(),
+        &got.to_string_lossy(),
+    ])
+    .expect("sink");
+    lab.wait_listening(PORT, true).expect("sink up");
+    let agent = lab
+        .start_agent(&[
+            "--mode",
+            "enforce",
+            "--flow-capacity",
+            &CAPACITY.to_string(),
+            "--idle-timeout",
+            "4s",
+        ])
+        .expect("agent");
+    send_flows(&lab, PORT, 20000, FLOWS, 200);
+    let _ = agent.wait_for(Duration::from_secs(60), |evs| {
+        udp_flows(evs, "flow", PORT) >= FLOWS
+    });
+    // After the burst: one more forbidden flow, still judged and dropped.
+    send_flows(&lab, PORT, 30000, 1, 200);
+    let _ = agent.wait_for(Duration::from_secs(20), |evs| {
+        udp_flows(evs, "flow", PORT) > FLOWS
+    });
+    let stopped = agent.stop().expect("stop");
+    let evs = &stopped.events;
+
+    let flows: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["event"] == "flow" && e["server.port"] == PORT)
+        .collect();
+    assert_eq!(flows.len(), FLOWS + 1, "each flow reported once");
+    assert!(
+        flows.iter().all(|e| e["sealwatch.action"] == "drop"),
+        "every one dropped: {:?}",
+        flows.iter().find(|e| e["sealwatch.action"] != "drop")
+    );
+    // Nothing crossed: the sink never wrote its count.
+    let received = std::fs::read_to_string(&got).unwrap_or_default();
+    assert_eq!(received, "", "datagrams that reached the server");
+
+    let c = stopped_counters(evs);
+    let evicted = c["sealwatch.agent.flows_evicted"].as_u64().unwrap();
+    let unread = c["sealwatch.agent.flows_evicted_unread"].as_u64().unwrap();
+    assert!(
+        evicted >= (FLOWS - CAPACITY) as u64,
+        "flows the full table evicted are counted: {evicted} of {FLOWS} in a table of {CAPACITY}"
+    );
+    // Every flow is accounted for: it ended with its totals, or it is counted among those a
+    // burst evicted before a sweep could read them (and the agent said so while running).
+    let ends = udp_flows(evs, "flow.end", PORT);
+    assert_eq!(ends as u64 + unread, (FLOWS + 1) as u64, "{c}");
+    if unread > 0 {
+        assert!(
+            stopped.stderr.contains("the flow table was full"),
+            "warned: {}",
+            stopped.stderr
+        );
+    }
+    assert_eq!(c["sealwatch.kernel.flow_insert_failed"], 0, "{c}");
+    eprintln!(
+        "burst: {FLOWS} flows in a table of {CAPACITY}: {evicted} evicted ({unread} before their \
+         totals were read), {ends} flow.end, all dropped"
     );
 }
