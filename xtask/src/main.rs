@@ -214,6 +214,15 @@ fn build() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
+    // fuzz/ is a workspace of its own, outside `--all`.
+    cargo(&[
+        "fmt",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--all",
+        "--check",
+    ])
+    .context("formatting differs: run `cargo fmt --manifest-path fuzz/Cargo.toml --all`")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     build()?;
     let run = step("cargo test", || {
