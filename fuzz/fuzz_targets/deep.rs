@@ -4,8 +4,8 @@
 //! byte here comes from the network: it must never panic.
 //!
 //! Input: a 4-byte header (transport, client side, the kernel's protocol and encryption), then
-//! samples, each `[flags, seq_delta, len]` and `len` bytes: flags bit 0 is the side, bit 1 a
-//! packet cut short (its whole length larger than what was sampled).
+//! samples, each `[flags, seq_delta, len (u16, little-endian)]` and `len` bytes: flags bit 0 is
+//! the side, bit 1 a packet cut short (its whole length larger than what was sampled).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -37,8 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let mut streams = Streams::new(tcp);
     let mut seq = [1000u32, 5000u32];
     let mut offset = [0u32; 2];
-    while let Some((&[flags, delta, len], tail)) = rest.split_first_chunk::<3>() {
-        let take = usize::from(len).min(tail.len());
+    while let Some((&[flags, delta, len_lo, len_hi], tail)) = rest.split_first_chunk::<4>() {
+        let take = usize::from(u16::from_le_bytes([len_lo, len_hi])).min(tail.len());
         let (bytes, tail) = tail.split_at(take);
         rest = tail;
         let side = usize::from(flags & 1);
