@@ -19,6 +19,8 @@ use crate::streams::Streams;
 
 /// Bytes the kernel classifier sees of a side's first payload.
 const WINDOW: usize = sealwatch_common::CLASSIFY_WINDOW;
+/// A client's first segment this short, unnamed, is a first message cut into pieces.
+const TINY_SEGMENT: usize = 8;
 
 /// The verdict as reported, with what deep parsing found.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,8 @@ pub struct Findings {
     pub tls_start: [Option<usize>; 2],
     /// The handshake's details (TLS, DTLS, or TLS after an upgrade).
     pub tls: Option<Box<TlsDetails>>,
+    /// Judged encrypted first, then a later packet showed plaintext ([`plaintext_mid_flow`]).
+    pub plaintext_after_encryption: bool,
 }
 
 impl Findings {
@@ -42,6 +46,7 @@ impl Findings {
             starttls: false,
             tls_start: [None, None],
             tls: None,
+            plaintext_after_encryption: false,
         }
     }
 
@@ -113,13 +118,7 @@ pub fn examine(
     client: u8,
     budget: u64,
 ) -> (Findings, Settled) {
-    let mut f = Findings {
-        protocol: kernel.protocol,
-        encryption: kernel.encryption,
-        starttls: false,
-        tls_start: [None, None],
-        tls: None,
-    };
+    let mut f = Findings::plain(kernel);
     let (cs, ss) = (streams.side(client), streams.side(client ^ 1));
     let server_may_grow = ss.may_grow(budget);
 
@@ -183,6 +182,31 @@ pub fn examine(
             },
         );
     }
+    // The kernel names a side from its first segment and gives up after a few unnamed ones:
+    // a first message cut into tiny segments (an evasion, or a chatty client) is named here
+    // from the joined stream.
+    let mut split = false;
+    if kernel.protocol == Protocol::Unknown && proto == IPPROTO_TCP {
+        let named = [cs, ss].iter().find_map(|s| {
+            let (window, len) = first_window(s, proto)?;
+            let v = classify_payload(&window, &Context::tcp(len, true));
+            v.is_known().then_some(v)
+        });
+        match named {
+            Some(v) => {
+                kernel = v;
+                f.protocol = v.protocol;
+                f.encryption = v.encryption;
+            }
+            None => {
+                split = cs
+                    .first_packet()
+                    .is_some_and(|(_, first)| first.len() < TINY_SEGMENT)
+                    && cs.bytes().len() < WINDOW
+                    && cs.may_grow(budget);
+            }
+        }
+    }
     if kernel.protocol == Protocol::Unknown {
         // Nothing named either side: judge each side's first bytes.
         let judged = [cs, ss]
@@ -202,6 +226,11 @@ pub fn examine(
             && [cs, ss].iter().any(|s| first_packet_framed(s, proto))
         {
             f.encryption = Encryption::Plaintext;
+        }
+        // Judged, but wait for more of a first message that came in tiny pieces: it may still
+        // name itself (the deadline reports the judgement).
+        if split {
+            return (f, Settled::Waiting);
         }
     }
 
@@ -315,6 +344,40 @@ fn first_packet_framed(s: &crate::streams::SideStream, proto: u8) -> bool {
     proto == IPPROTO_TCP
         && s.first_packet()
             .is_some_and(|(len, bytes)| framed_in_clear(&window_of(bytes), len))
+}
+
+/// Whether a later packet of a flow judged encrypted shows plaintext: the kernel re-samples a
+/// few packets a flow ([`sealwatch_common::flow::resample_due`]) and sends their first bytes.
+/// A TLS record header (content type 20-23, version 3.1-3.4) says the record layer goes on;
+/// otherwise the bytes must name a plaintext protocol (the classifier, as on a first packet) or
+/// read as text (at least 95% printable over 16 bytes or more). Ciphertext, including a segment
+/// that starts inside a record, is random, and 16 random bytes are all printable about once in
+/// 6 * 10^6; a protocol's binary framing in clear (SSH's packet length) is not text either.
+/// Returns the plaintext verdict (the protocol when named).
+pub fn plaintext_mid_flow(bytes: &[u8], proto: u8, payload_len: u32) -> Option<Verdict> {
+    const MIN_TEXT: usize = 16;
+    if let [content, 3, minor, ..] = bytes
+        && (20..=23).contains(content)
+        && (1..=4).contains(minor)
+    {
+        return None;
+    }
+    let ctx = Context {
+        transport: proto,
+        payload_len,
+        // Later packets: a bare record header does not count as TLS.
+        start_seen: true,
+    };
+    let named = classify_payload(&window_of(bytes), &ctx);
+    if named.encryption == Encryption::Plaintext && named.protocol != Protocol::Unknown {
+        return Some(named);
+    }
+    let text = bytes
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\r' | b'\n' | b'\t'))
+        .count();
+    (bytes.len() >= MIN_TEXT && text * 100 >= bytes.len() * 95)
+        .then_some(Verdict::new(Protocol::Unknown, Encryption::Plaintext))
 }
 
 fn window_of(bytes: &[u8]) -> [u8; WINDOW] {
@@ -483,5 +546,42 @@ mod tests {
             (f.protocol, f.encryption),
             (Protocol::Unknown, Encryption::Plaintext)
         );
+    }
+
+    #[test]
+    fn later_packets_of_encrypted_flows_are_checked_for_plaintext() {
+        use super::plaintext_mid_flow;
+        // TLS 1.3 application data, and a segment that starts inside a record (random bytes
+        // from a fixed xorshift, not all printable).
+        let mut record = vec![23, 3, 3, 0x40, 0];
+        record.extend([0x9c; 59]);
+        assert_eq!(plaintext_mid_flow(&record, IPPROTO_TCP, 1400), None);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<u8> = (0..64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(plaintext_mid_flow(&random, IPPROTO_TCP, 1400), None);
+        // SSH's binary packet: its length in clear, then ciphertext.
+        let mut ssh = vec![0, 0, 0, 0x2c];
+        ssh.extend(&random[..60]);
+        assert_eq!(plaintext_mid_flow(&ssh, IPPROTO_TCP, 48), None);
+
+        let http = b"GET /after-the-handshake HTTP/1.1\r\nHost: svc\r\n\r\n";
+        assert_eq!(
+            plaintext_mid_flow(http, IPPROTO_TCP, http.len() as u32),
+            Some(Verdict::new(Protocol::Http, Encryption::Plaintext))
+        );
+        let text = b"user=alice;balance=1200;note=transfer approved\n";
+        assert_eq!(
+            plaintext_mid_flow(text, IPPROTO_TCP, text.len() as u32),
+            Some(Verdict::new(Protocol::Unknown, Encryption::Plaintext))
+        );
+        // Too short to call text.
+        assert_eq!(plaintext_mid_flow(b"ok\n", IPPROTO_TCP, 3), None);
     }
 }

@@ -142,6 +142,12 @@ pub struct FlowEvent {
     /// A plaintext protocol switched to TLS in-band.
     #[serde(rename = "sealwatch.starttls", skip_serializing_if = "Option::is_none")]
     pub starttls: Option<bool>,
+    /// The flow was judged encrypted, then a later packet showed plaintext.
+    #[serde(
+        rename = "sealwatch.plaintext_after_encryption",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub plaintext_after_encryption: Option<bool>,
     #[serde(
         rename = "tls.protocol.version",
         skip_serializing_if = "Option::is_none"
@@ -297,6 +303,7 @@ impl FlowEvent {
                 .is_fully_encrypted()
                 .then_some(true),
             starttls: None,
+            plaintext_after_encryption: None,
             tls_version: None,
             tls_cipher: None,
             tls_server_name: None,

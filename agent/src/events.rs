@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use aya::maps::{MapData, RingBuf};
 use sealwatch_common::{
     event::{
-        FlowNotice, KIND_CLOSE, KIND_DROP, KIND_SAMPLE, KIND_VERDICT, PayloadSample,
+        FlowNotice, KIND_CLOSE, KIND_DROP, KIND_RESAMPLE, KIND_SAMPLE, KIND_VERDICT, PayloadSample,
         SAMPLE_HEADER_LEN,
     },
     flow::FlowKey,
@@ -24,6 +24,8 @@ use tracing::warn;
 pub enum KernelEvent {
     Notice(FlowNotice),
     Sample(Sample),
+    /// The first bytes of a later packet of a flow judged encrypted (`KIND_RESAMPLE`).
+    Resample(Sample),
 }
 
 /// A payload sample: some first bytes of one packet of one side of a flow.
@@ -63,15 +65,16 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent, DecodeError> {
         KIND_VERDICT | KIND_CLOSE | KIND_DROP => {
             read_record::<FlowNotice>(kind, record).map(KernelEvent::Notice)
         }
-        KIND_SAMPLE => decode_sample(record).map(KernelEvent::Sample),
+        KIND_SAMPLE => decode_sample(kind, record).map(KernelEvent::Sample),
+        KIND_RESAMPLE => decode_sample(kind, record).map(KernelEvent::Resample),
         other => Err(DecodeError::Kind(other)),
     }
 }
 
 /// Sample records are a [`PayloadSample`] header followed by only the captured bytes.
-fn decode_sample(record: &[u8]) -> Result<Sample, DecodeError> {
+fn decode_sample(kind: u8, record: &[u8]) -> Result<Sample, DecodeError> {
     let short = DecodeError::Size {
-        kind: KIND_SAMPLE,
+        kind,
         len: record.len(),
         expected: SAMPLE_HEADER_LEN,
     };
@@ -92,7 +95,7 @@ fn decode_sample(record: &[u8]) -> Result<Sample, DecodeError> {
     let data = record
         .get(SAMPLE_HEADER_LEN..SAMPLE_HEADER_LEN + h.captured as usize)
         .ok_or(DecodeError::Size {
-            kind: KIND_SAMPLE,
+            kind,
             len: record.len(),
             expected: SAMPLE_HEADER_LEN + h.captured as usize,
         })?;

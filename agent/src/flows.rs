@@ -184,6 +184,9 @@ pub struct TrackerStats {
     pub verdicts_recovered: u64,
     pub samples: u64,
     pub sample_bytes: u64,
+    /// Later packets of encrypted flows re-sampled, and flows they showed turned to plaintext.
+    pub resamples: u64,
+    pub plaintext_after_encryption: u64,
 }
 
 /// What flow timestamps count from.
@@ -399,6 +402,42 @@ impl<T: FlowTable> FlowTracker<T> {
                 self.report_read(&n, findings, out);
             }
         }
+    }
+
+    /// A later packet of a flow judged encrypted, re-sampled by the kernel: if it shows
+    /// plaintext, the flow is reported again as plaintext (`sealwatch.plaintext_after_encryption`)
+    /// and ends as such. Once per flow; ignored before the flow's first report (its samples
+    /// decide then) and for flows not reported as encrypted.
+    pub fn on_resample(&mut self, s: &Sample, out: &mut Vec<Event>) {
+        self.stats.resamples += 1;
+        let Some(tracked) = self.flows.get(&s.key) else {
+            return;
+        };
+        let Some(before) = tracked.verdict.as_ref() else {
+            return;
+        };
+        if before.encryption != Encryption::Encrypted {
+            return;
+        }
+        let Some(plain) = deep::plaintext_mid_flow(&s.data, s.key.proto, s.payload_len) else {
+            return;
+        };
+        self.stats.plaintext_after_encryption += 1;
+        let mut findings = Findings::plain(plain);
+        findings.plaintext_after_encryption = true;
+        let kernel = tracked.kernel;
+        let attribution = tracked.attribution.clone();
+        let client_side = self
+            .table
+            .get(&s.key)
+            .map_or(sealwatch_common::flow::CLIENT_UNKNOWN, |st| st.client_side);
+        let mut event =
+            self.flow_event(&s.key, client_side, &findings, kernel, (s.ifindex, s.ts_ns));
+        event.attribution = attribution.unwrap_or_default();
+        if let Some(tracked) = self.flows.get_mut(&s.key) {
+            tracked.verdict = Some(findings);
+        }
+        out.push(Event::Flow(Box::new(event)));
     }
 
     /// Whether the kernel is about to drop a flow whose held verdict this sample settled: the
@@ -856,6 +895,7 @@ impl<T: FlowTable> FlowTracker<T> {
             interface,
         );
         event.starttls = findings.starttls.then_some(true);
+        event.plaintext_after_encryption = findings.plaintext_after_encryption.then_some(true);
         if let Some(tls) = &findings.tls {
             event.set_tls(tls);
         }

@@ -11,11 +11,12 @@ use std::{
 };
 
 use sealwatch_common::{
-    CLASSIFY_WINDOW, DEFAULT_SAMPLE_BYTES, MAX_SAMPLE, Verdict, classify_payload,
+    CLASSIFY_WINDOW, DEFAULT_SAMPLE_BYTES, Encryption, MAX_SAMPLE, Verdict, classify_payload,
     event::{FlowNotice, KIND_CLOSE, KIND_VERDICT},
     flow::{
-        FLOW_CLOSING, FLOW_VERDICT, FlowState, PayloadStep, classified_bits, classify_context,
-        client_side, conclude, payload_step, tcp_flag_bits,
+        FLOW_CHECK_HELLO, FLOW_CLOSING, FLOW_PREAMBLE, FLOW_VERDICT, FlowState, PayloadStep,
+        classified_bits, classify_context, client_side, conclude, payload_step, resample_bit,
+        resample_due, tcp_flag_bits,
     },
     net::{ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP},
     parse::{Parsed, Skip, parse_ethernet, parse_l3},
@@ -84,20 +85,27 @@ impl Engine {
         self.stats[s as usize] += 1;
     }
 
-    /// Accounts one frame to its flow; pushes the notices and payload samples the kernel
-    /// would have sent.
+    /// Accounts one frame to its flow; pushes the notices, payload samples and re-samples the
+    /// kernel would have sent.
     pub fn frame(
         &mut self,
         frame: &Frame<'_>,
         table: &mut FlowMap<FlowState>,
         notices: &mut Vec<FlowNotice>,
         samples: &mut Vec<Sample>,
+        resamples: &mut Vec<Sample>,
     ) {
         self.count(Stat::Packets);
         let mut p = Parsed::default();
         let parsed = parse_frame(frame, &mut p).and_then(|()| decapsulate(frame, &mut p));
         match parsed {
-            Ok(()) => track(frame, &p, table, notices, samples, self.sample_budget),
+            Ok(()) => track(
+                frame,
+                &p,
+                table,
+                (notices, samples, resamples),
+                self.sample_budget,
+            ),
             Err(Skip::NonIp) => self.count(Stat::NonIp),
             Err(Skip::Fragment) => self.count(Stat::Fragments),
             Err(Skip::OtherTransport) => self.count(Stat::OtherTransport),
@@ -250,8 +258,7 @@ fn track(
     frame: &Frame<'_>,
     p: &Parsed,
     table: &mut FlowMap<FlowState>,
-    notices: &mut Vec<FlowNotice>,
-    samples: &mut Vec<Sample>,
+    (notices, samples, resamples): (&mut Vec<FlowNotice>, &mut Vec<Sample>, &mut Vec<Sample>),
     sample_budget: u32,
 ) {
     let now = frame.ts_ns;
@@ -261,6 +268,7 @@ fn track(
         client_side: client_side(p.side, p.tcp_flags, p.sport, p.dport),
         ..FlowState::default()
     });
+    let sent_before = state.packets[side];
     state.packets[side] += 1;
     state.bytes[side] += u64::from(p.ip_len);
     state.last_ns = state.last_ns.max(now);
@@ -272,11 +280,32 @@ fn track(
             notices.push(notice(KIND_CLOSE, p, state, now));
         }
     }
+    let resample_now = resample_due(sent_before, sent_before + 1);
     if p.payload_len == 0 {
+        if resample_now {
+            state.flags |= resample_bit(p.side);
+        }
         return;
     }
+    let owed = state.flags & resample_bit(p.side) != 0;
     if state.flags & FLOW_VERDICT == 0 {
         classify(frame, p, state, notices);
+    } else if state.flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) == 0
+        && state.encryption == Encryption::Encrypted as u8
+        && (resample_now || owed)
+    {
+        state.flags &= !resample_bit(p.side);
+        // The kernel's `resample`: the window's worth of this packet's first bytes.
+        resamples.push(Sample {
+            key: p.key,
+            side: p.side,
+            ifindex: 0,
+            seq: p.seq,
+            offset: 0,
+            ts_ns: now,
+            payload_len: p.payload_len,
+            data: payload(frame, p, CLASSIFY_WINDOW).to_vec(),
+        });
     }
     // The kernel's `sample`: whole packets until the side's budget is spent, each cut to
     // MAX_SAMPLE bytes.
@@ -284,13 +313,7 @@ fn track(
     if done < sample_budget {
         let n = p.payload_len.min(sample_budget - done);
         state.sampled[side] = (done + n) as u16;
-        let off = p.payload_off as usize;
-        let captured = (n as usize).min(MAX_SAMPLE);
-        let data = frame
-            .data
-            .get(off..)
-            .map(|rest| &rest[..captured.min(rest.len())])
-            .unwrap_or(&[]);
+        let data = payload(frame, p, (n as usize).min(MAX_SAMPLE));
         samples.push(Sample {
             key: p.key,
             side: p.side,
@@ -302,6 +325,15 @@ fn track(
             data: data.to_vec(),
         });
     }
+}
+
+/// Up to `n` of the packet's payload bytes, as captured.
+fn payload<'a>(frame: &Frame<'a>, p: &Parsed, n: usize) -> &'a [u8] {
+    frame
+        .data
+        .get(p.payload_off as usize..)
+        .map(|rest| &rest[..n.min(rest.len())])
+        .unwrap_or(&[])
 }
 
 /// The kernel's `classify`: the first payload of each side, until a verdict.
@@ -485,10 +517,17 @@ pub fn analyze<W: Write>(
             tracker = tracker.with_records(log.interval());
         }
         let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let mut resamples = Vec::new();
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
-            engine.frame(frame, tracker.table_mut(), &mut notices, &mut samples);
+            engine.frame(
+                frame,
+                tracker.table_mut(),
+                &mut notices,
+                &mut samples,
+                &mut resamples,
+            );
             // Live, the kernel queues a packet's notice before its sample. Iterated and
             // cleared rather than drained: most frames bring none, and a `Drain` costs a call.
             for n in &notices {
@@ -499,6 +538,10 @@ pub fn analyze<W: Write>(
                 tracker.on_sample(s, &mut events);
             }
             samples.clear();
+            for s in &resamples {
+                tracker.on_resample(s, &mut events);
+            }
+            resamples.clear();
             tracker.flush_pending(frame.ts_ns, &mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);

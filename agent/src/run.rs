@@ -245,6 +245,7 @@ pub async fn run<W: Write>(
         .with_attribution(Box::new(Attributor::new(owners, pods.clone())));
     let mut next_cgroup_refresh = monotonic_ns();
     let mut next_metrics = monotonic_ns();
+    let mut ring_losses = RingLosses::default();
     let mut next_services = monotonic_ns();
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -272,7 +273,9 @@ pub async fn run<W: Write>(
                 }
                                 out.telemetry.tick(now);
                 if now >= next_metrics {
-                    out.telemetry.counters(&counters(&stats_map, tracker.stats()), (tracker.table_entries(), args.flow_capacity));
+                    let now_counters = counters(&stats_map, tracker.stats());
+                    ring_losses.check(&now_counters);
+                    out.telemetry.counters(&now_counters, (tracker.table_entries(), args.flow_capacity));
                     next_metrics = now.saturating_add(METRICS_REFRESH.as_nanos() as u64);
                 }
                 if now >= next_cgroup_refresh {
@@ -317,14 +320,7 @@ pub async fn run<W: Write>(
     let counters = counters(&stats_map, tracker.stats());
     out.telemetry
         .counters(&counters, (tracker.table_entries(), args.flow_capacity));
-    let lost = counters
-        .get("sealwatch.kernel.notices_lost")
-        .copied()
-        .unwrap_or(0)
-        + counters
-            .get("sealwatch.kernel.samples_lost")
-            .copied()
-            .unwrap_or(0);
+    let lost = RingLosses::total(&counters);
     if lost > 0 {
         warn!(
             lost,
@@ -358,6 +354,7 @@ fn handle<T: crate::flows::FlowTable>(
             tracker.on_notice(&n, monotonic_ns(), out)
         }
         KernelEvent::Sample(s) => tracker.on_sample(&s, out),
+        KernelEvent::Resample(s) => tracker.on_resample(&s, out),
     }
 }
 
@@ -610,6 +607,38 @@ fn agent_event(
 }
 
 /// Kernel counters summed over CPUs, plus the agent's own.
+/// Warns while running, once per metrics refresh at most, when the kernel found the ring full
+/// since the last look: the loss is also a metric (`sealwatch.ringbuf.lost`), but a metric
+/// nobody graphs is silent.
+#[derive(Default)]
+struct RingLosses {
+    warned_at: u64,
+}
+
+impl RingLosses {
+    fn total(counters: &BTreeMap<String, u64>) -> u64 {
+        [
+            "sealwatch.kernel.notices_lost",
+            "sealwatch.kernel.samples_lost",
+        ]
+        .iter()
+        .filter_map(|k| counters.get(*k))
+        .sum()
+    }
+
+    fn check(&mut self, counters: &BTreeMap<String, u64>) {
+        let total = RingLosses::total(counters);
+        if total > self.warned_at {
+            warn!(
+                lost = total - self.warned_at,
+                total,
+                "the ring buffer to user space was full: kernel events were lost (flows are still reported from the flow table; samples for deeper parsing are not)"
+            );
+            self.warned_at = total;
+        }
+    }
+}
+
 fn counters(stats: &PerCpuArray<MapData, u64>, agent: TrackerStats) -> BTreeMap<String, u64> {
     let mut c = BTreeMap::new();
     for stat in Stat::ALL {
@@ -630,6 +659,11 @@ fn counters(stats: &PerCpuArray<MapData, u64>, agent: TrackerStats) -> BTreeMap<
         ("verdicts_recovered", agent.verdicts_recovered),
         ("samples", agent.samples),
         ("sample_bytes", agent.sample_bytes),
+        ("resamples", agent.resamples),
+        (
+            "plaintext_after_encryption",
+            agent.plaintext_after_encryption,
+        ),
     ] {
         c.insert(format!("sealwatch.agent.{name}"), value);
     }

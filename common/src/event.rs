@@ -12,6 +12,10 @@ pub const KIND_SAMPLE: u8 = 3;
 /// [`FlowNotice`]: enforce mode started dropping a flow after its verdict (a weak ServerHello,
 /// a preamble that did not upgrade).
 pub const KIND_DROP: u8 = 4;
+/// [`PayloadSample`] of a later packet of a flow judged encrypted: its first
+/// [`crate::CLASSIFY_WINDOW`] bytes (zero-padded; `captured` says how many are real), for user
+/// space to check the flow still looks encrypted. See [`crate::flow::resample_due`].
+pub const KIND_RESAMPLE: u8 = 5;
 
 /// Which program saw the packet.
 pub const HOOK_TC_INGRESS: u8 = 1;

@@ -173,6 +173,20 @@ pub const FLOW_PREAMBLE: u64 = 1 << 22;
 /// A verdict was recorded and the enforce program is taking the policy's decision on it (the
 /// verdict bit follows, with the decision's bits).
 pub const FLOW_DECIDING: u64 = 1 << 23;
+/// A side's packet count reached a re-sample point ([`resample_due`]) on a packet without
+/// payload: its next payload packet is re-sampled.
+pub const FLOW_RESAMPLE_SIDE0: u64 = 1 << 24;
+pub const FLOW_RESAMPLE_SIDE1: u64 = 1 << 25;
+
+/// The [`FLOW_RESAMPLE_SIDE0`] bit of `side`.
+#[inline(always)]
+pub const fn resample_bit(side: Side) -> u64 {
+    if side & 1 == 0 {
+        FLOW_RESAMPLE_SIDE0
+    } else {
+        FLOW_RESAMPLE_SIDE1
+    }
+}
 
 /// `FlowState::client_side` when neither SYN nor ports told which side opened the flow.
 pub const CLIENT_UNKNOWN: u8 = 0xff;
@@ -219,6 +233,21 @@ impl FlowState {
     pub fn tcp_flags(&self, side: Side) -> u8 {
         (self.flags >> (FLAGS_SIDE_SHIFT * u32::from(side & 1))) as u8
     }
+}
+
+/// A side's packet count from which flows judged encrypted are re-sampled: past the handshakes,
+/// where a flow that switched to plaintext after a real TLS handshake would show it.
+pub const RESAMPLE_FIRST: u64 = 16;
+/// The count past which they are not: at most 21 re-samples a side (2^4 .. 2^24).
+pub const RESAMPLE_LAST: u64 = 1 << 24;
+
+/// Whether a side whose packet count went from `before` to `after` (GSO packets count as
+/// several) re-samples this packet: each time the count reaches a new power of two between
+/// [`RESAMPLE_FIRST`] and [`RESAMPLE_LAST`]. A few packets per flow, ever; spread over its life
+/// so a switch to plaintext at any point is seen within twice the packets sent before it.
+#[inline(always)]
+pub const fn resample_due(before: u64, after: u64) -> bool {
+    after >= RESAMPLE_FIRST && before < RESAMPLE_LAST && (before ^ after) > before
 }
 
 /// The classified-bit of `side` and of the other side.
@@ -330,6 +359,21 @@ const fn port_rank(port: u16) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use super::resample_due;
+
+    #[test]
+    fn resamples_at_each_power_of_two_within_bounds() {
+        let due: Vec<u64> = (0..(1u64 << 25))
+            .filter(|&n| resample_due(n, n + 1))
+            .map(|n| n + 1)
+            .collect();
+        let expected: Vec<u64> = (4..=24).map(|k| 1u64 << k).collect();
+        assert_eq!(due, expected);
+        // A GSO packet of 3 segments that jumps over 32 still counts.
+        assert!(resample_due(30, 33));
+        assert!(!resample_due(33, 36));
+    }
+
     use super::*;
     use crate::net::{IPPROTO_TCP, TCP_FIN};
 

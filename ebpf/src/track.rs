@@ -12,18 +12,20 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use sealwatch_common::{
-    CLASSIFY_WINDOW, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
-    event::{FlowNotice, HOOK_TC_EGRESS, KIND_CLOSE, KIND_SAMPLE, SAMPLE_HEADER_LEN},
+    CLASSIFY_WINDOW, Encryption, MAX_SAMPLE, MAX_SAMPLE_BYTES, Verdict, classify_payload,
+    event::{
+        FlowNotice, HOOK_TC_EGRESS, KIND_CLOSE, KIND_RESAMPLE, KIND_SAMPLE, SAMPLE_HEADER_LEN,
+    },
     flow::{
         FLOW_CHECK_HELLO, FLOW_CLOSING, FLOW_DECIDING, FLOW_DROP, FLOW_PREAMBLE, FLOW_VERDICT,
         FlowState, PayloadStep, classified_bits, classify_context, client_side, conclude,
-        payload_step, tcp_flag_bits,
+        payload_step, resample_bit, resample_due, tcp_flag_bits,
     },
     stats::Stat,
 };
 
 use crate::{
-    atomic::{add_u64, fetch_or_u64, load_u64},
+    atomic::{add_u64, fetch_and_u64, fetch_or_u64, load_u64},
     enforce::Fate,
     maps::{EVENTS, FLOWS, SAMPLE_BYTES, SAMPLE_SCRATCH, WINDOW, count},
     packet::{Packet, Parsed},
@@ -77,7 +79,10 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
         return Err(Stat::ForeignInterface);
     }
     let side = usize::from(p.side & 1);
-    add_u64(&mut state.packets[side], u64::from(pkt.segments()));
+    let segments = u64::from(pkt.segments());
+    // Read apart from the add (a racing CPU may slip in between): it only decides a re-sample.
+    let sent_before = load_u64(&state.packets[side]);
+    add_u64(&mut state.packets[side], segments);
     add_u64(&mut state.bytes[side], u64::from(p.ip_len));
     // The coarse clock lags the precise one a flow started with by up to a tick.
     if seen.now > state.last_ns {
@@ -87,7 +92,13 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let flags = record_tcp_flags(state, p, &seen)?;
     // Packets without payload (handshakes, ACKs, FIN and RST) always pass: they carry no data,
     // and a blocked flow's RST must reach its ends so they fail fast.
+    let resample_now = resample_due(sent_before, sent_before + segments);
     if p.payload_len == 0 {
+        // Re-sample points are counted in packets, ACKs too: one that falls on an ACK moves
+        // to the side's next payload packet.
+        if resample_now {
+            fetch_or_u64(&mut state.flags, resample_bit(p.side));
+        }
         return Ok(Fate::Pass);
     }
     if flags & FLOW_DROP != 0 {
@@ -103,6 +114,15 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     } else if flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) != 0 {
         Fate::Decide
     } else {
+        let owed = flags & resample_bit(p.side) != 0;
+        if state.encryption == Encryption::Encrypted as u8 && (resample_now || owed) {
+            if owed {
+                fetch_and_u64(&mut state.flags, !resample_bit(p.side));
+            }
+            if let Err(stat) = resample(pkt, p, &seen) {
+                count(stat);
+            }
+        }
         Fate::Pass
     };
     if fate == Fate::Drop {
@@ -240,6 +260,47 @@ pub fn load_window<P: Packet>(pkt: &P, p: &Parsed) -> Option<&'static [u8; CLASS
     }
     // SAFETY: as above; the window's one user at a time is the rest of this program run.
     Some(unsafe { &*window })
+}
+
+/// Sends the first bytes of a later packet of a flow judged encrypted (`KIND_RESAMPLE`): user
+/// space checks they still look encrypted, so that a flow which turns to plaintext after a real
+/// handshake does not pass as encrypted.
+#[inline(never)]
+fn resample<P: Packet>(pkt: &P, p: &Parsed, seen: &Seen) -> Result<(), Stat> {
+    let window = load_window(pkt, p).ok_or(Stat::LoadBytesFailed)?;
+    let rec = SAMPLE_SCRATCH.get_ptr_mut(0).ok_or(Stat::LoadBytesFailed)?;
+    let captured = if p.payload_len < CLASSIFY_WINDOW as u32 {
+        p.payload_len
+    } else {
+        CLASSIFY_WINDOW as u32
+    };
+    // SAFETY: `rec` is this CPU's scratch PayloadSample, whose `data` is far longer than the
+    // window; both are 8-byte aligned map values.
+    unsafe {
+        (*rec).kind = KIND_RESAMPLE;
+        (*rec).hook = seen.hook;
+        (*rec).side = p.side;
+        (*rec)._pad = 0;
+        (*rec).ifindex = seen.ifindex;
+        (*rec).seq = p.seq;
+        (*rec).offset = 0;
+        (*rec).ts_ns = seen.now;
+        (*rec).key = p.key;
+        (*rec).payload_len = p.payload_len;
+        (*rec).captured = captured;
+        let from = window.as_ptr().cast::<u64>();
+        let to = addr_of_mut!((*rec).data).cast::<u64>();
+        for i in 0..CLASSIFY_WINDOW / 8 {
+            to.add(i).write(from.add(i).read());
+        }
+    }
+    // SAFETY: the header and the window just copied, inside the scratch record.
+    let used = unsafe {
+        core::slice::from_raw_parts(rec.cast::<u8>(), SAMPLE_HEADER_LEN + CLASSIFY_WINDOW)
+    };
+    EVENTS
+        .output::<[u8]>(used, 0)
+        .map_err(|_| Stat::SamplesLost)
 }
 
 #[inline(never)]

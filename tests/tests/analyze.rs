@@ -298,7 +298,18 @@ fn legacy_pcap(linktype: u32, frames: &[Vec<u8>]) -> Vec<u8> {
 fn large_capture_off_a_terminal_shows_no_progress() {
     // Over the 20 MB from which a terminal gets a progress line; stderr here is a pipe.
     let mut frames = conversation();
-    let bulk = ip_packet(C, 40000, S, 22, "A", &[0x5a; 1400]);
+    // SSH's encrypted packets: bytes that look random (a fixed xorshift), as ciphertext does;
+    // a repeated letter would rightly read as plaintext to the agent's mid-flow re-samples.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let ciphertext: Vec<u8> = (0..1400)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let bulk = ip_packet(C, 40000, S, 22, "A", &ciphertext);
     frames.extend(std::iter::repeat_n(bulk, 15_000));
     let path = scratch("large.pcap");
     std::fs::write(&*path, legacy_pcap(101, &frames)).unwrap();

@@ -186,3 +186,49 @@ fn keep_enforcing_survives_a_crash_and_the_next_agent_takes_over() {
         assert!(!served().contains(blocked), "{}", served());
     }
 }
+
+#[test]
+fn detach_mode_fails_open_when_the_agent_is_killed() {
+    if !require_root("detach_mode_fails_open_when_the_agent_is_killed") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let pins = PinGuard(pin_dir(&lab.server_ns));
+    let log = lab.dir.join("http.log");
+    let script = format!(
+        "exec python3 -m http.server 8081 --bind 0.0.0.0 2> {}",
+        log.display()
+    );
+    lab.spawn_server(&["sh", "-c", &script]).expect("http");
+    lab.wait_listening(8081, false).expect("listening");
+    let served = || std::fs::read_to_string(&log).expect("server log");
+
+    let agent = lab.start_agent(&["--mode", "enforce"]).expect("agent");
+    let before = sealwatch_tests::attached(&lab.server_ns, &lab.server_if).expect("query");
+    assert!(
+        before.tc_ingress.iter().any(|p| p == "tc_ingress")
+            && before.tc_egress.iter().any(|p| p == "tc_egress"),
+        "attached while running: {before:?}"
+    );
+    // Enforcing while it runs.
+    assert_ne!(http(&lab, "while-running", "43201").status.code(), Some(0));
+    assert!(!served().contains("while-running"), "{}", served());
+
+    let crashed = agent.crash().expect("kill");
+    assert!(!crashed.status.success());
+    // Its links died with its file descriptors: nothing of ours is left on the interface, no
+    // pins, and plaintext passes again (fail open).
+    let after = sealwatch_tests::attached(&lab.server_ns, &lab.server_if).expect("query");
+    assert!(
+        after.tc_ingress.is_empty() && after.tc_egress.is_empty() && !after.xdp,
+        "nothing attached after SIGKILL: {after:?}"
+    );
+    assert!(!pins.0.exists(), "no pins in detach mode");
+    let out = http(&lab, "after-kill", "43202");
+    assert!(
+        out.status.success(),
+        "fail open after a crash: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(served().contains("GET /after-kill"), "{}", served());
+}
