@@ -9,7 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealwatch::{deep::examine, events::Sample, streams::Streams};
+use sealwatch::{
+    deep::{examine, plaintext_mid_flow},
+    events::Sample,
+    streams::Streams,
+};
 use sealwatch_common::{
     Encryption, Protocol, Verdict,
     flow::FlowKey,
@@ -51,6 +55,8 @@ fuzz_target!(|data: &[u8]| {
         } else {
             take as u32
         };
+        // Mid-flow re-samples are judged packet by packet.
+        let _ = plaintext_mid_flow(bytes, proto, payload_len);
         streams.add(&Sample {
             key: FlowKey::default(),
             side: side as u8,
