@@ -396,7 +396,7 @@ fn handshake_at(b: &[u8], i: usize, msg_type: u8) -> bool {
     };
     let record_len = u16::from_be_bytes([h[3], h[4]]);
     let msg_len = u32::from_be_bytes([0, h[6], h[7], h[8]]);
-    h[0] == 0x16
+    h[0] == TLS_HANDSHAKE
         && h[1] == 0x03
         && h[2] <= 0x04
         && (4..=16_384 + 2048).contains(&record_len)
@@ -410,13 +410,31 @@ fn handshake_at(b: &[u8], i: usize, msg_type: u8) -> bool {
 /// Offset of a ClientHello that follows some plaintext (a STARTTLS command, an SSLRequest, a
 /// proxy header), if any.
 fn client_hello_after_preamble(b: &[u8]) -> Option<usize> {
-    (1..b.len()).find(|&i| handshake_at(b, i, 1))
+    handshake_from(b, 1, 1)
 }
 
 /// Offset of the first ServerHello in `b`, at its start or after a preamble.
 fn server_hello_at(b: &[u8]) -> Option<usize> {
-    (0..b.len()).find(|&i| handshake_at(b, i, 2))
+    handshake_from(b, 0, 2)
 }
+
+/// The first offset from `from` on where [`handshake_at`] holds. Only a handshake content
+/// type byte can start one: the search jumps from one to the next rather than checking the
+/// eleven bytes at every offset (held verdicts look again at each new sample).
+fn handshake_from(b: &[u8], from: usize, msg_type: u8) -> Option<usize> {
+    let mut i = from;
+    while let Some(skip) = memchr::memchr(TLS_HANDSHAKE, b.get(i..)?) {
+        i += skip;
+        if handshake_at(b, i, msg_type) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The content type of TLS handshake records.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 #[cfg(test)]
 mod tests {
@@ -505,6 +523,26 @@ mod tests {
             (settled, f.encryption, f.starttls),
             (Settled::Yes, Encryption::Plaintext, false)
         );
+    }
+
+    #[test]
+    fn hellos_are_found_where_a_check_at_every_offset_finds_them() {
+        let naive = |b: &[u8], from: usize, t: u8| (from..b.len()).find(|&i| handshake_at(b, i, t));
+        // Preambles full of record-type bytes, hellos at every offset, cut hellos.
+        for hello in [CLIENT_HELLO, SERVER_HELLO] {
+            for pad in 0..24 {
+                let mut b: Vec<u8> = (0..pad)
+                    .map(|i| if i % 3 == 0 { 0x16 } else { 0x03 })
+                    .collect();
+                b.extend_from_slice(hello);
+                for cut in [b.len(), b.len() - 1, pad + 3] {
+                    let b = &b[..cut];
+                    for (from, t) in [(0, 1), (1, 1), (0, 2)] {
+                        assert_eq!(handshake_from(b, from, t), naive(b, from, t), "{pad} {cut}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

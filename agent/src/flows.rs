@@ -7,10 +7,9 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet, hash_map::Entry},
+    collections::{BinaryHeap, HashMap, hash_map::Entry},
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use sealwatch_common::{
     Encryption, Protocol, Verdict,
     event::{FlowNotice, KIND_CLOSE, KIND_DROP, KIND_VERDICT},
@@ -27,6 +26,7 @@ use crate::{
     events::Sample,
     policy::{Action, Facts, Policy},
     programs::ifname,
+    quiet::{QuietFlows, shrink},
     streams::Streams,
 };
 
@@ -43,6 +43,36 @@ pub trait FlowTable {
     fn get(&self, key: &FlowKey) -> Option<FlowState>;
     fn remove(&mut self, key: &FlowKey);
     fn entries(&self) -> Vec<(FlowKey, FlowState)>;
+
+    /// Fills `scan.batch` with the walk's next entries; false once the walk is over. Entries
+    /// already walked may be removed meanwhile. By default, the whole table in one batch.
+    fn scan(&self, scan: &mut Scan) -> bool {
+        if scan.done {
+            scan.batch.clear();
+            return false;
+        }
+        scan.batch = self.entries();
+        scan.done = true;
+        !scan.batch.is_empty()
+    }
+
+    /// Entries the table holds before it evicts the least recently used; `None` when unknown,
+    /// which counts as always close to evicting.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A walk through a flow table, batch by batch.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The entries of the current batch.
+    pub batch: Vec<(FlowKey, FlowState)>,
+    pub done: bool,
+    /// Where the kernel's batched walk goes on (a hash bucket), and the buffers it fills.
+    pub token: Option<u32>,
+    pub keys: Vec<FlowKey>,
+    pub values: Vec<FlowState>,
 }
 
 /// The flow table of offline analysis: plain user-space memory.
@@ -63,21 +93,10 @@ impl FlowTable for FlowMap<FlowState> {
         all.sort_unstable_by_key(|(k, s)| (s.first_ns, *k));
         all
     }
-}
 
-impl FlowTable for BpfHashMap<MapData, FlowKey, FlowState> {
-    fn get(&self, key: &FlowKey) -> Option<FlowState> {
-        BpfHashMap::get(self, key, 0).ok()
-    }
-
-    fn remove(&mut self, key: &FlowKey) {
-        // Already gone (evicted, or removed by a racing sweep) is fine.
-        let _ = BpfHashMap::remove(self, key);
-    }
-
-    fn entries(&self) -> Vec<(FlowKey, FlowState)> {
-        // Entries can vanish mid-walk (LRU eviction); skip those rather than stop.
-        self.iter().filter_map(Result::ok).collect()
+    /// User-space memory: it never evicts.
+    fn capacity(&self) -> Option<usize> {
+        Some(usize::MAX)
     }
 }
 
@@ -98,14 +117,20 @@ impl Timeouts {
     }
 }
 
-/// What user space remembers per flow.
+/// What user space remembers of a flow that is not yet reported, or reported with more than
+/// its table entry tells (TLS details, who is behind it, a close or a drop under way, flow-log
+/// records). Other reported flows are only keys in [`QuietFlows`].
 #[derive(Debug, Default)]
 struct Tracked {
     reported: bool,
+    /// The number of the last sweep that saw the flow in the table (or that was the latest
+    /// when the flow was first tracked).
+    visited: u8,
     /// Monotonic time the close was first noticed.
     closing_since: Option<u64>,
-    /// The table entry as of the last sweep, for flows evicted before they ended.
-    last_seen: Option<FlowState>,
+    /// The table entry as of the last sweep, for flows evicted before they ended; copied only
+    /// while the table is full enough to evict (see [`FlowTracker::sweep`]).
+    last_seen: Option<Box<FlowState>>,
     /// Each side's first bytes from the payload samples, kept until the flow is reported.
     streams: Option<Box<Streams>>,
     /// A verdict waiting for more bytes (the ServerHello, a STARTTLS upgrade, the other side's
@@ -116,13 +141,13 @@ struct Tracked {
     /// What the kernel's policy decided (`policy::ACTION_*`, and the exclusion's index).
     kernel: Kernel,
     /// Who is behind the flow, as named when it was reported.
-    attribution: Option<Attribution>,
+    attribution: Option<Box<Attribution>>,
     /// What the flow's records counted so far (flow log).
     recorded: Recorded,
 }
 
 /// The totals a flow's last `flow.record` counted up to, and when its window ended.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Recorded {
     /// Window end of the last record; 0 before the first (which starts at the first packet).
     until_ns: u64,
@@ -151,6 +176,37 @@ pub trait Attribute {
 struct Kernel {
     action: u8,
     rule: u8,
+}
+
+impl Tracked {
+    fn new(visited: u8) -> Tracked {
+        Tracked {
+            visited,
+            ..Tracked::default()
+        }
+    }
+
+    /// Whether the flow's report, end and records can be told from its table entry alone:
+    /// `findings` (as reported on `n`) are the kernel's verdict and nothing more, nobody was
+    /// named behind it, and nothing is under way (a close, a drop, flow-log records, totals
+    /// copied for an eviction). The kernel never changes a verdict once it is set, nor takes
+    /// an action back to none, so the entry says the same at the flow's end.
+    fn quiet(&self, n: &FlowNotice, findings: &Findings) -> bool {
+        let plain = findings.tls.is_none()
+            && !findings.starttls
+            && findings.protocol == Protocol::from_u8(n.protocol)
+            && findings.encryption == Encryption::from_u8(n.encryption);
+        plain
+            && self.kernel.action != ACTION_DROP
+            && self
+                .attribution
+                .as_deref()
+                .is_none_or(|a| *a == Attribution::default())
+            && self.closing_since.is_none()
+            && self.last_seen.is_none()
+            && self.pending.is_none()
+            && self.recorded == Recorded::default()
+    }
 }
 
 impl Kernel {
@@ -201,6 +257,10 @@ pub enum TimeBase {
 pub struct FlowTracker<T> {
     table: T,
     flows: FlowMap<Tracked>,
+    /// Reported flows their table entry tells all about.
+    quiet: QuietFlows,
+    /// Sweeps so far (wrapping): what `visited` marks are compared with.
+    sweeps: u8,
     ifnames: HashMap<u32, String>,
     /// Reported as every flow's `interface` instead of the ifindex's name (the capture file).
     interface: Option<String>,
@@ -230,6 +290,8 @@ impl<T: FlowTable> FlowTracker<T> {
         FlowTracker {
             table,
             flows: FlowMap::default(),
+            quiet: QuietFlows::default(),
+            sweeps: 0,
             ifnames: HashMap::new(),
             interface: None,
             time_base: TimeBase::Monotonic,
@@ -329,7 +391,15 @@ impl<T: FlowTable> FlowTracker<T> {
     pub fn on_notice(&mut self, n: &FlowNotice, now: u64, out: &mut Vec<Event>) {
         match n.kind {
             KIND_VERDICT => {
-                let tracked = self.flows.entry(n.key).or_default();
+                if self.quiet.contains(&n.key) {
+                    // Reported already: a duplicate.
+                    return;
+                }
+                let visited = self.sweeps;
+                let tracked = self
+                    .flows
+                    .entry(n.key)
+                    .or_insert_with(|| Tracked::new(visited));
                 tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
                 if tracked.reported || tracked.pending.is_some() {
                     return;
@@ -354,7 +424,7 @@ impl<T: FlowTable> FlowTracker<T> {
     /// that sent data instead of upgrading). A flow not reported yet carries the drop in its
     /// report, at once if its verdict was held; one already reported gets a `drop` event.
     fn on_drop(&mut self, n: &FlowNotice, out: &mut Vec<Event>) {
-        let tracked = self.flows.entry(n.key).or_default();
+        let tracked = self.track(n.key);
         tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
         if !tracked.reported {
             // A held verdict is settled: no more bytes of the flow get through to be sampled.
@@ -363,11 +433,15 @@ impl<T: FlowTable> FlowTracker<T> {
             }
             return;
         }
-        let Some(findings) = tracked.verdict.clone() else {
-            return;
-        };
+        // A quiet flow was reported with the kernel's verdict, which the notice repeats.
+        let findings = tracked.verdict.clone().unwrap_or_else(|| {
+            Findings::plain(Verdict::new(
+                Protocol::from_u8(n.protocol),
+                Encryption::from_u8(n.encryption),
+            ))
+        });
         let kernel = tracked.kernel;
-        let attribution = tracked.attribution.clone().unwrap_or_default();
+        let attribution = tracked.attribution.as_deref().cloned().unwrap_or_default();
         let mut event = self.flow_event(
             &n.key,
             n.client_side,
@@ -386,7 +460,14 @@ impl<T: FlowTable> FlowTracker<T> {
     pub fn on_sample(&mut self, s: &Sample, out: &mut Vec<Event>) {
         self.stats.samples += 1;
         self.stats.sample_bytes += s.data.len() as u64;
-        let tracked = self.flows.entry(s.key).or_default();
+        if self.quiet.contains(&s.key) {
+            return;
+        }
+        let visited = self.sweeps;
+        let tracked = self
+            .flows
+            .entry(s.key)
+            .or_insert_with(|| Tracked::new(visited));
         if tracked.reported {
             return;
         }
@@ -410,13 +491,16 @@ impl<T: FlowTable> FlowTracker<T> {
     /// decide then) and for flows not reported as encrypted.
     pub fn on_resample(&mut self, s: &Sample, out: &mut Vec<Event>) {
         self.stats.resamples += 1;
-        let Some(tracked) = self.flows.get(&s.key) else {
-            return;
-        };
-        let Some(before) = tracked.verdict.as_ref() else {
-            return;
-        };
-        if before.encryption != Encryption::Encrypted {
+        // The kernel re-samples only flows its verdict calls encrypted: a quiet flow was
+        // reported with that verdict; another reported flow with what deep parsing added.
+        let encrypted = self.quiet.contains(&s.key)
+            || self.flows.get(&s.key).is_some_and(|t| {
+                t.reported
+                    && t.verdict
+                        .as_ref()
+                        .is_none_or(|f| f.encryption == Encryption::Encrypted)
+            });
+        if !encrypted {
             return;
         }
         let Some(plain) = deep::plaintext_mid_flow(&s.data, s.key.proto, s.payload_len) else {
@@ -425,18 +509,21 @@ impl<T: FlowTable> FlowTracker<T> {
         self.stats.plaintext_after_encryption += 1;
         let mut findings = Findings::plain(plain);
         findings.plaintext_after_encryption = true;
+        let state = self.table.get(&s.key);
+        let tracked = self.track(s.key);
+        if let Some(st) = &state {
+            tracked.kernel = tracked.kernel.merge(Kernel {
+                action: st.action,
+                rule: st.rule,
+            });
+        }
         let kernel = tracked.kernel;
-        let attribution = tracked.attribution.clone();
-        let client_side = self
-            .table
-            .get(&s.key)
-            .map_or(sealwatch_common::flow::CLIENT_UNKNOWN, |st| st.client_side);
+        let attribution = tracked.attribution.as_deref().cloned();
+        tracked.verdict = Some(findings.clone());
+        let client_side = state.map_or(sealwatch_common::flow::CLIENT_UNKNOWN, |st| st.client_side);
         let mut event =
             self.flow_event(&s.key, client_side, &findings, kernel, (s.ifindex, s.ts_ns));
         event.attribution = attribution.unwrap_or_default();
-        if let Some(tracked) = self.flows.get_mut(&s.key) {
-            tracked.verdict = Some(findings);
-        }
         out.push(Event::Flow(Box::new(event)));
     }
 
@@ -529,15 +616,21 @@ impl<T: FlowTable> FlowTracker<T> {
             Some(a) => Some(a.attribute(&n.key, n.client_side, self.table.get(&n.key).as_ref())),
             None => None,
         };
-        let tracked = self.flows.entry(n.key).or_default();
-        tracked.attribution = attribution.clone();
+        let tracked = self.track(n.key);
+        tracked.attribution = attribution.clone().map(Box::new);
         tracked.kernel = tracked.kernel.merge(Kernel::of_notice(n));
         tracked.reported = true;
         tracked.pending = None;
         tracked.streams = None;
-        tracked.verdict = Some(findings.clone());
-        self.stats.flows_reported += 1;
         let kernel = tracked.kernel;
+        if tracked.quiet(n, &findings) {
+            let visited = tracked.visited;
+            self.flows.remove(&n.key);
+            self.quiet.insert(&n.key, visited);
+        } else {
+            tracked.verdict = Some(findings.clone());
+        }
+        self.stats.flows_reported += 1;
         let mut event = self.flow_event(
             &n.key,
             n.client_side,
@@ -569,7 +662,7 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Notes the first FIN/RST of a flow; it ends once the linger has passed.
     fn mark_closing(&mut self, key: FlowKey, now: u64) {
-        let tracked = self.flows.entry(key).or_default();
+        let tracked = self.track(key);
         if tracked.closing_since.is_none() {
             tracked.closing_since = Some(now);
             // Times only grow (monotonic clock, capture order), so the queue stays sorted.
@@ -579,46 +672,69 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Walks the kernel table: reports verdicts whose notice was lost, ends idle flows, and
     /// ends flows the LRU evicted.
+    ///
+    /// Ending an evicted flow with its totals takes a copy of them made before the eviction.
+    /// The table evicts only when it is full, so copies are made only while it is at least half
+    /// full (at the last sweep): a million flows' copies would be most of the agent's memory.
+    /// A table that fills its second half within one sweep interval is too small anyway.
     pub fn sweep(&mut self, now: u64, out: &mut Vec<Event>) {
-        let entries = self.table.entries();
-        self.table_entries = entries.len();
-        let mut present: HashSet<FlowKey, FlowHasher> =
-            HashSet::with_capacity_and_hasher(entries.len(), FlowHasher::default());
-        for (key, state) in entries {
-            present.insert(key);
-            // A verdict with no notice seen was lost to a full ring buffer; one held back for
-            // more bytes (`pending`) is not lost, and its deadline reports it.
-            let noticed = self
-                .flows
-                .get(&key)
-                .is_some_and(|t| t.reported || t.pending.is_some());
-            if state.flags & FLOW_VERDICT != 0 && !noticed {
-                self.stats.verdicts_recovered += 1;
-                self.report_from_state(&key, &state, out);
-            }
-            if now.saturating_sub(state.last_ns) >= self.timeouts.idle_ns {
-                self.finish(&key, Some(state), Reason::Idle, out);
-                continue;
-            }
-            if state.flags & FLOW_CLOSING != 0 {
-                self.mark_closing(key, now);
-            }
-            self.record_due(&key, &state, now, out);
-            if let Some(t) = self.flows.get_mut(&key) {
-                t.last_seen = Some(state);
+        self.sweeps = self.sweeps.wrapping_add(1);
+        let visited = self.sweeps;
+        let keep_totals = self
+            .table
+            .capacity()
+            .is_none_or(|c| self.table_entries >= c / 2);
+        let mut scan = Scan::default();
+        let mut entries = 0;
+        while self.table.scan(&mut scan) {
+            for &(key, state) in &scan.batch {
+                entries += 1;
+                let noticed = self.quiet.visit(&key, visited)
+                    || self.flows.get_mut(&key).is_some_and(|t| {
+                        t.visited = visited;
+                        // A verdict held back for more bytes (`pending`) is not lost: its
+                        // deadline reports it.
+                        t.reported || t.pending.is_some()
+                    });
+                // A verdict with no notice seen was lost to a full ring buffer.
+                if state.flags & FLOW_VERDICT != 0 && !noticed {
+                    self.stats.verdicts_recovered += 1;
+                    self.report_from_state(&key, &state, out);
+                }
+                if now.saturating_sub(state.last_ns) >= self.timeouts.idle_ns {
+                    self.finish(&key, Some(state), Reason::Idle, out);
+                    continue;
+                }
+                if state.flags & FLOW_CLOSING != 0 {
+                    self.mark_closing(key, now);
+                }
+                self.record_due(&key, &state, now, out);
+                if keep_totals && (self.quiet.contains(&key) || self.flows.contains_key(&key)) {
+                    self.track(key).last_seen = Some(Box::new(state));
+                }
             }
         }
+        self.table_entries = entries;
         let mut evicted: Vec<FlowKey> = self
             .flows
-            .keys()
-            .filter(|k| !present.contains(k))
-            .copied()
+            .iter()
+            .filter(|(_, t)| t.visited != visited)
+            .map(|(k, _)| *k)
             .collect();
         // Not the map's order, which changes from run to run.
         evicted.sort_unstable();
         for key in evicted {
             self.finish(&key, None, Reason::Evicted, out);
         }
+        // Quiet flows gone from the table were evicted with no totals copied to end them with.
+        let lost = self.quiet.keep_visited(visited);
+        if lost > 0 {
+            debug!(
+                flows = lost,
+                "reported flows evicted before their totals were copied"
+            );
+        }
+        shrink(&mut self.flows);
     }
 
     /// Ends every flow still open (the agent is stopping, or the capture ended), so no totals
@@ -628,14 +744,17 @@ impl<T: FlowTable> FlowTracker<T> {
             EndOfInput::AgentStop => Reason::AgentStop,
             EndOfInput::CaptureEnd => Reason::CaptureEnd,
         };
-        let mut open = self.table.entries();
-        // Capture order: stable output for the same file.
-        open.sort_by_key(|(_, s)| s.first_ns);
-        for (key, state) in open {
-            self.finish(&key, Some(state), reason, out);
+        let mut scan = Scan::default();
+        while self.table.scan(&mut scan) {
+            // Capture order: stable output for the same file.
+            scan.batch.sort_by_key(|(_, s)| s.first_ns);
+            for &(key, state) in &scan.batch {
+                self.finish(&key, Some(state), reason, out);
+            }
         }
         let mut rest: Vec<FlowKey> = self.flows.keys().copied().collect();
         rest.sort_unstable();
+        rest.extend(self.quiet.drain());
         for key in rest {
             self.finish(&key, None, reason, out);
         }
@@ -654,7 +773,10 @@ impl<T: FlowTable> FlowTracker<T> {
             (Reason::Closed, None) | (Reason::Idle, None) => Reason::Evicted,
             _ => reason,
         };
-        let last_seen = self.flows.get(key).and_then(|t| t.last_seen);
+        let last_seen = self
+            .flows
+            .get(key)
+            .and_then(|t| t.last_seen.as_deref().copied());
         let Some(state) = state.or(last_seen) else {
             // Never saw its totals: nothing we could say about bytes, but the verdict was told.
             debug!(?key, "flow gone before its totals were read");
@@ -664,7 +786,7 @@ impl<T: FlowTable> FlowTracker<T> {
         self.table.remove(key);
         // Payload but no verdict (one-way flows, a close before both sides spoke), or a verdict
         // still held back: report it now, judged from the first payloads we kept.
-        let reported = self.flows.get(key).is_some_and(|t| t.reported);
+        let reported = self.quiet.contains(key) || self.flows.get(key).is_some_and(|t| t.reported);
         if !reported && state.payload_packets.iter().any(|&n| n > 0) {
             self.report_from_state(key, &state, out);
         }
@@ -695,7 +817,7 @@ impl<T: FlowTable> FlowTracker<T> {
             (state.ifindex, state.last_ns),
         );
         event.event = "flow.end";
-        event.attribution = tracked.attribution.unwrap_or_default();
+        event.attribution = tracked.attribution.map(|a| *a).unwrap_or_default();
         let client = usize::from(Endpoints::client_index(state.client_side));
         let server = client ^ 1;
         event.end = Some(FlowEnd {
@@ -720,6 +842,10 @@ impl<T: FlowTable> FlowTracker<T> {
         let Some(every) = self.record_every_ns else {
             return;
         };
+        // A quiet flow's first window: its record needs remembering from now on.
+        if self.quiet.contains(key) && now.saturating_sub(state.first_ns) >= every {
+            self.track(*key);
+        }
         let Some(t) = self.flows.get(key) else {
             return;
         };
@@ -734,14 +860,13 @@ impl<T: FlowTable> FlowTracker<T> {
         {
             return;
         }
-        let (Some(findings), kernel, attribution, recorded) = (
-            t.verdict.clone(),
-            t.kernel,
-            t.attribution.clone(),
-            t.recorded,
-        ) else {
-            return;
-        };
+        // A flow that was quiet was reported with the kernel's verdict.
+        let findings = t.verdict.clone().unwrap_or_else(|| {
+            let (protocol, encryption) = verdict_of(state);
+            Findings::plain(Verdict::new(protocol, encryption))
+        });
+        let (kernel, attribution, recorded) =
+            (t.kernel, t.attribution.as_deref().cloned(), t.recorded);
         let mut base = self.flow_event(
             key,
             state.client_side,
@@ -802,7 +927,21 @@ impl<T: FlowTable> FlowTracker<T> {
 
     /// Drops what user space keeps of a flow (a stale deadline entry is skipped later).
     fn forget(&mut self, key: &FlowKey) -> Tracked {
-        self.flows.remove(key).unwrap_or_default()
+        self.flows.remove(key).unwrap_or_else(|| Tracked {
+            reported: self.quiet.remove(key),
+            ..Tracked::default()
+        })
+    }
+
+    /// The flow's record, made when it has none; a quiet flow comes back as reported.
+    fn track(&mut self, key: FlowKey) -> &mut Tracked {
+        match self.flows.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Tracked {
+                reported: self.quiet.remove(&key),
+                ..Tracked::new(self.sweeps)
+            }),
+        }
     }
 
     fn report_from_state(&mut self, key: &FlowKey, state: &FlowState, out: &mut Vec<Event>) {

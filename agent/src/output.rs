@@ -45,9 +45,13 @@ impl<W: Write> Output<W> {
     pub fn write(&mut self, event: &Event) -> io::Result<()> {
         let start = self.pending.len();
         let serialised = match self.format {
-            OutputFormat::Json => {
-                serde_json::to_writer(&mut self.pending, event).map_err(io::Error::from)
-            }
+            OutputFormat::Json => match event {
+                Event::Flow(f) => {
+                    crate::json::write_flow(f, &mut self.pending);
+                    Ok(())
+                }
+                other => serde_json::to_writer(&mut self.pending, other).map_err(io::Error::from),
+            },
             OutputFormat::Text => write!(self.pending, "{}", text(event)),
         };
         if let Err(e) = serialised {

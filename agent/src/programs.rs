@@ -488,6 +488,15 @@ impl Programs {
         take(&mut self.ebpf, FLOWS_MAP, HashMap::try_from)
     }
 
+    /// The flow table as the tracker reads it (batched walks).
+    pub fn take_flow_table(&mut self) -> Result<crate::flowtable::KernelFlows, LoadError> {
+        take(
+            &mut self.ebpf,
+            FLOWS_MAP,
+            crate::flowtable::KernelFlows::new,
+        )
+    }
+
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
         take(&mut self.ebpf, EVENTS_MAP, RingBuf::try_from)
     }

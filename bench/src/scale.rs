@@ -167,12 +167,16 @@ pub fn agent_memory(agent: &Path, checkpoints: &[u32]) -> anyhow::Result<Value> 
         }
         thread::sleep(Duration::from_secs(3));
         let rss = rss_kb(pid)?;
+        let hwm = hwm_kb(pid)?;
         let cpu = cpu_s(pid)?;
         rows.push(json!({
             "flows": fed,
             "reported": reported.load(Ordering::Relaxed),
             "rss_kb": rss,
             "rss_mib": rss as f64 / 1024.0,
+            // The peak so far: what a sweep's or a burst's transient memory adds to it.
+            "hwm_kb": hwm,
+            "hwm_mib": hwm as f64 / 1024.0,
             "bytes_per_flow_above_idle": (rss.saturating_sub(idle_rss) * 1024) as f64 / f64::from(fed.max(1)),
             "agent_cpu_s": cpu,
             "elapsed_s": started.elapsed().as_secs_f64(),
@@ -228,6 +232,11 @@ pub fn agent_program(pid: u32) -> anyhow::Result<aya::programs::ProgramInfo> {
 
 pub fn rss_kb(pid: u32) -> anyhow::Result<u64> {
     status_kb(pid, "VmRSS:")
+}
+
+/// Peak resident memory of the process so far.
+pub fn hwm_kb(pid: u32) -> anyhow::Result<u64> {
+    status_kb(pid, "VmHWM:")
 }
 
 fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {

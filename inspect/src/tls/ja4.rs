@@ -135,9 +135,18 @@ fn hex_list(values: &[u16]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{v:04x}");
+        push_hex(&mut s, &v.to_be_bytes());
     }
     s
+}
+
+/// Lower-case hex of `bytes`, without `fmt` (every TLS flow's fingerprint writes a few dozen).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// First 12 hex digits of SHA-256, or twelve zeros for an empty list ("JA4+ general rules").
@@ -147,9 +156,7 @@ fn push_hash12(out: &mut String, s: &str) {
         return;
     }
     let digest = Sha256::digest(s.as_bytes());
-    for b in digest.iter().take(6) {
-        let _ = write!(out, "{b:02x}");
-    }
+    push_hex(out, &digest[..6]);
 }
 
 #[cfg(test)]

@@ -128,8 +128,9 @@ pub fn summary(reports: &[(Section, Value)]) -> String {
                             f(&r["idle_rss_kb"]) / 1024.0
                         ),
                         measured: format!(
-                            "{mib:.0} MiB ({:.0} B per flow)",
-                            f(&c["bytes_per_flow_above_idle"])
+                            "{mib:.0} MiB ({:.0} B per flow), peak {:.0} MiB",
+                            f(&c["bytes_per_flow_above_idle"]),
+                            f(&c["hwm_mib"])
                         ),
                         target: if flows >= 1e6 { "≤ 64 MiB" } else { "" },
                         met: (flows >= 1e6).then_some(mib <= 64.0),
