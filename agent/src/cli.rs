@@ -175,9 +175,28 @@ pub struct RunArgs {
     pub otlp: OtlpArgs,
 
     /// Serve Prometheus metrics (`/metrics`) and probes (`/healthz`, `/readyz`: ready once
-    /// attached) over HTTP on this address, e.g. 127.0.0.1:9464.
-    #[arg(long, value_name = "ADDR")]
+    /// attached) over HTTP on this address: `PORT` alone listens on 127.0.0.1 only; give an
+    /// address (`0.0.0.0:9464`, `[::]:9464`) to serve other hosts.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_metrics_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// `--metrics-addr`: a full socket address, or a port alone, which binds to loopback: the
+/// endpoint tells anyone who can reach it what traffic this host carries, so serving other
+/// hosts must be asked for.
+pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.strip_prefix(':').unwrap_or(s).parse::<u16>() {
+        return Ok(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        )));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is neither a port nor an address:port (e.g. 9464, 127.0.0.1:9464, [::1]:9464)"
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -276,4 +295,39 @@ pub enum AttachMode {
 pub enum OutputFormat {
     Json,
     Text,
+}
+
+#[cfg(test)]
+mod metrics_addr_tests {
+    use super::parse_metrics_addr;
+
+    #[test]
+    fn a_port_alone_binds_loopback_only() {
+        assert_eq!(
+            parse_metrics_addr("9464").map(|a| a.to_string()),
+            Ok("127.0.0.1:9464".to_owned())
+        );
+        assert_eq!(
+            parse_metrics_addr(":9464").map(|a| a.to_string()),
+            Ok("127.0.0.1:9464".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_full_address_is_taken_as_given() {
+        for a in ["0.0.0.0:9464", "10.1.2.3:80", "[::]:9464", "[::1]:9464"] {
+            assert_eq!(
+                parse_metrics_addr(a).map(|a| a.to_string()),
+                Ok(a.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_examples() {
+        for bad in ["", "localhost", "70000", "0.0.0.0", "1.2.3.4:99999"] {
+            let e = parse_metrics_addr(bad).expect_err(bad);
+            assert!(e.contains("e.g. 9464"), "{e}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod output;
 pub mod owners;
 pub mod pins;
 pub mod policy;
+pub mod privileges;
 pub mod programs;
 pub mod progress;
 pub mod quiet;

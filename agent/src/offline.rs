@@ -177,6 +177,9 @@ fn decapsulate(frame: &Frame<'_>, p: &mut Parsed) -> Result<(), Skip> {
     let (end, len) = (start + data.len(), data.len() as u32);
     let off = p.payload_off as usize;
     let inner = |at: usize| data.get(at..).unwrap_or(&[]);
+    // The outer headers' lengths may point past the captured bytes (an IHL or GRE flags
+    // larger than the frame): then nothing is left, and the inner parse finds it malformed.
+    let inner_len = |at: usize| len.saturating_sub(at as u32);
     match p.key.proto {
         // VXLAN (RFC 7348): flags 0x08 (VNI valid), 24 reserved bits zero, VNI, 8 reserved
         // bits; then an Ethernet frame.
@@ -213,9 +216,9 @@ fn decapsulate(frame: &Frame<'_>, p: &mut Parsed) -> Result<(), Skip> {
             // SAFETY: as above.
             match ethertype {
                 ETH_P_IP | ETH_P_IPV6 => {
-                    unsafe { parse_l3(ethertype, start + at, end, 0, len - at as u32, &mut q) }?
+                    unsafe { parse_l3(ethertype, start + at, end, 0, inner_len(at), &mut q) }?
                 }
-                ETH_P_TEB => unsafe { parse_ethernet(start + at, end, len - at as u32, &mut q) }?,
+                ETH_P_TEB => unsafe { parse_ethernet(start + at, end, inner_len(at), &mut q) }?,
                 _ => return Ok(()),
             }
             *p = shift(q, at);
@@ -228,7 +231,7 @@ fn decapsulate(frame: &Frame<'_>, p: &mut Parsed) -> Result<(), Skip> {
             };
             let mut q = Parsed::default();
             // SAFETY: as above.
-            unsafe { parse_l3(ethertype, start + off, end, 0, len - off as u32, &mut q) }?;
+            unsafe { parse_l3(ethertype, start + off, end, 0, inner_len(off), &mut q) }?;
             *p = shift(q, off);
         }
         _ => {}

@@ -104,6 +104,19 @@ pub enum PinError {
     },
 }
 
+/// Creates `dir` and its missing parents with mode 0700: pinned links and maps are the
+/// enforcement itself (a writable pin lets a user replace or remove it), and the maps say
+/// what traffic the host carries. Pins inside are 0600 (the kernel's default for bpffs pins).
+/// A directory an earlier agent created with looser permissions is tightened too.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 fn io_err(path: &Path) -> impl Fn(io::Error) -> PinError + '_ {
     move |source| PinError::Io {
         path: path.to_owned(),
@@ -160,7 +173,8 @@ impl Pins {
             return Ok(None);
         }
         let links = dir.join("links");
-        fs::create_dir_all(&links).map_err(io_err(&links))?;
+        private_dir(&links).map_err(io_err(&links))?;
+        private_dir(&dir).map_err(io_err(&dir))?;
         if !on_bpffs(&dir) {
             return Err(PinError::NotBpffs(dir));
         }
@@ -203,7 +217,7 @@ impl Pins {
         if self.on_exit == OnExit::Detach {
             return Ok(None);
         }
-        fs::create_dir_all(&self.maps).map_err(io_err(&self.maps))?;
+        private_dir(&self.maps).map_err(io_err(&self.maps))?;
         Ok(Some(self.maps.clone()))
     }
 

