@@ -8,6 +8,7 @@ pub mod clock;
 pub mod deep;
 pub mod event;
 pub mod events;
+pub mod features;
 pub mod flowlog;
 pub mod flows;
 pub mod flowtable;

@@ -68,6 +68,8 @@ const OWNER_EXEC: [(&str, &str); 2] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(transparent)]
+    Kernel(#[from] crate::features::Missing),
     #[error("loading BPF programs needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON")]
     Privileges(#[source] EbpfError),
     #[error("cannot load the kernel object")]
@@ -180,6 +182,7 @@ impl Programs {
         opts: LoadOptions,
         map_dir: Option<&std::path::Path>,
     ) -> Result<Programs, LoadError> {
+        crate::features::require(opts.ingress)?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(SAMPLE_BYTES_GLOBAL, &opts.sample_bytes, true)
