@@ -1,6 +1,7 @@
 //! An OTLP/HTTP receiver for the tests: it binds inside a lab network namespace (where the
 //! agent runs), decodes what arrives with the official protobuf messages, and keeps it for
-//! assertions. It can also refuse (HTTP 503, retryable per OTLP) to test the agent's backoff.
+//! assertions. It can also refuse (HTTP 503, retryable per OTLP) to test the agent's backoff,
+//! or answer slowly (a collector under load) to test that the agent's memory stays bounded.
 
 use std::{
     collections::BTreeMap,
@@ -8,7 +9,7 @@ use std::{
     net::{TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -55,6 +56,8 @@ pub struct OtlpReceiver {
     port: u16,
     received: Arc<Mutex<Received>>,
     refuse: Arc<AtomicBool>,
+    /// Milliseconds each request waits before it is answered.
+    delay_ms: Arc<AtomicU64>,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -82,12 +85,14 @@ impl OtlpReceiver {
             port,
             received: Arc::default(),
             refuse: Arc::default(),
+            delay_ms: Arc::default(),
             requests: Arc::default(),
             stop: Arc::default(),
         };
-        let (received, refuse, requests, stop) = (
+        let (received, refuse, delay_ms, requests, stop) = (
             Arc::clone(&r.received),
             Arc::clone(&r.refuse),
+            Arc::clone(&r.delay_ms),
             Arc::clone(&r.requests),
             Arc::clone(&r.stop),
         );
@@ -95,12 +100,13 @@ impl OtlpReceiver {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (received, refuse, requests) = (
-                            Arc::clone(&received),
-                            Arc::clone(&refuse),
-                            Arc::clone(&requests),
-                        );
-                        thread::spawn(move || serve(stream, &received, &refuse, &requests));
+                        let shared = Shared {
+                            received: Arc::clone(&received),
+                            refuse: Arc::clone(&refuse),
+                            delay_ms: Arc::clone(&delay_ms),
+                            requests: Arc::clone(&requests),
+                        };
+                        thread::spawn(move || serve(stream, &shared));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
@@ -117,6 +123,12 @@ impl OtlpReceiver {
     /// Answer 503 (retryable) instead of accepting.
     pub fn set_refusing(&self, refuse: bool) {
         self.refuse.store(refuse, Ordering::Relaxed);
+    }
+
+    /// Answer every request only after `delay` (zero: at once), like a collector under load.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Requests received, accepted or refused.
@@ -173,13 +185,22 @@ impl Drop for OtlpReceiver {
     }
 }
 
+/// What a connection's thread shares with the receiver.
+struct Shared {
+    received: Arc<Mutex<Received>>,
+    refuse: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+    requests: Arc<AtomicUsize>,
+}
+
 /// HTTP/1.1 with keep-alive: POST /v1/logs and /v1/metrics, content-length bodies.
-fn serve(
-    stream: TcpStream,
-    received: &Mutex<Received>,
-    refuse: &AtomicBool,
-    requests: &AtomicUsize,
-) {
+fn serve(stream: TcpStream, shared: &Shared) {
+    let Shared {
+        received,
+        refuse,
+        delay_ms,
+        requests,
+    } = shared;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -211,6 +232,10 @@ fn serve(
             return;
         }
         requests.fetch_add(1, Ordering::Relaxed);
+        let delay = delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            thread::sleep(Duration::from_millis(delay));
+        }
         let path = request_line
             .split_whitespace()
             .nth(1)

@@ -136,6 +136,139 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
     assert!(hwm > 0 && hwm < 96 * 1024, "peak RSS {hwm} KiB");
 }
 
+/// Sends `count` offences (one datagram each to its own port) from the client.
+fn burst(lab: &Lab, first: u64, count: u64) {
+    let script = lab.dir.join("burst.py");
+    std::fs::write(&script, BURST).expect("script");
+    let out = lab
+        .client(
+            &[
+                "python3",
+                &script.to_string_lossy(),
+                &lab.server_v4.to_string(),
+                &first.to_string(),
+                &count.to_string(),
+            ],
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("burst");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A collector that accepts everything but answers each request only after 1.5 s (under
+/// load, say) while 3000 offences arrive at once: the agent's export queue fills, what does not
+/// fit is dropped and counted, memory stays bounded, classification does not wait, and every
+/// alert is either received or counted as dropped. Once the collector is fast again, a new
+/// offence reaches it promptly.
+#[test]
+fn a_slow_collector_costs_counted_alerts_not_memory() {
+    use sealwatch_tests::otlp::OtlpReceiver;
+    if !require_root("a_slow_collector_costs_counted_alerts_not_memory") {
+        return;
+    }
+    const OFFENCES: u64 = 3000;
+    const FIRST: u64 = 21000;
+    let lab = Lab::new().expect("lab");
+    let addr = "127.0.0.1:19467";
+    let receiver = OtlpReceiver::in_netns(&lab.server_ns).expect("receiver");
+    receiver.set_delay(Duration::from_millis(1500));
+    let agent = lab
+        .start_agent(&[
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-queue",
+            "500",
+            "--metrics-addr",
+            addr,
+        ])
+        .expect("agent");
+    let ours = |e: &serde_json::Value, range: std::ops::Range<u64>| {
+        e["network.transport"] == "udp"
+            && e["server.port"]
+                .as_u64()
+                .is_some_and(|p| range.contains(&p))
+    };
+    burst(&lab, FIRST, OFFENCES);
+    agent
+        .wait_for(Duration::from_secs(60), |evs| {
+            evs.iter()
+                .filter(|e| e["event"] == "flow" && ours(e, FIRST..FIRST + OFFENCES))
+                .count() as u64
+                >= OFFENCES
+        })
+        .expect("every flow classified while the collector is slow");
+    let hwm_during = vm_hwm_kib(agent.pid());
+
+    // The collector catches up: every alert produced so far is received or counted dropped.
+    receiver.set_delay(Duration::ZERO);
+    let alert_records = |rx: &OtlpReceiver| {
+        rx.log_records()
+            .iter()
+            .filter(|r| r.event_name == "sealwatch.alert")
+            .count() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (alerts, dropped, received) = loop {
+        let m = metrics(&lab, addr);
+        let alerts = total(&m, "sealwatch_alerts_total");
+        let dropped = total(&m, "sealwatch_alerts_dropped_total");
+        let received = alert_records(&receiver);
+        if (alerts >= OFFENCES && received + dropped == alerts) || Instant::now() > deadline {
+            break (alerts, dropped, received);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(alerts >= OFFENCES, "one alert per offence: {alerts}");
+    assert_eq!(
+        received + dropped,
+        alerts,
+        "every alert received or counted: {received} received, {dropped} dropped of {alerts}"
+    );
+    assert!(
+        dropped > 0 && received > 0,
+        "a slow collector drops some, not all: {received} received, {dropped} dropped"
+    );
+    // After the backlog: a new offence is exported without waiting behind old ones.
+    burst(&lab, FIRST + OFFENCES, 1);
+    let late = FIRST + OFFENCES;
+    assert!(
+        receiver.wait_for(Duration::from_secs(15), |rx| rx
+            .log_records()
+            .iter()
+            .any(|r| r.event_name == "sealwatch.alert"
+                && r.attributes.get("server.port")
+                    == Some(&serde_json::Value::from(late)))),
+        "the offence after the slow period reached the collector"
+    );
+    let hwm = vm_hwm_kib(agent.pid());
+    let stopped = agent.stop().expect("stop");
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        stopped
+            .stderr
+            .matches("the alert export queue is full")
+            .count(),
+        1,
+        "one warning, not a flood:\n{}",
+        stopped.stderr
+    );
+    eprintln!(
+        "slow collector: {alerts} alerts, {received} received, {dropped} counted as dropped, \
+         agent peak RSS {} MiB during the backlog, {} MiB at the end",
+        hwm_during / 1024,
+        hwm / 1024
+    );
+    // Bounded as with no collector at all: the queue (500) and one batch (512) at most.
+    assert!(hwm > 0 && hwm < 96 * 1024, "peak RSS {hwm} KiB");
+}
+
 #[test]
 fn a_collector_receives_deduplicated_alerts_with_the_event_keys_and_the_metrics() {
     use sealwatch_tests::otlp::OtlpReceiver;
