@@ -274,7 +274,7 @@ pub async fn run<W: Write>(
                 {
                     next_services = now.saturating_add(SERVICE_SCAN.as_nanos() as u64);
                 }
-                                out.telemetry.tick(now);
+                out.telemetry.tick(now);
                 if now >= next_metrics {
                     let now_counters = counters(&stats_map, tracker.stats());
                     ring_losses.check(&now_counters);
