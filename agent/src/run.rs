@@ -63,6 +63,8 @@ const SERVICE_SCAN: Duration = Duration::from_secs(5);
 const METRICS_REFRESH: Duration = Duration::from_secs(5);
 /// Kernel events buffered between the ring-buffer reader and the main loop.
 const EVENT_QUEUE: usize = 4096;
+/// The shortest time between two returns of free memory to the system after bursts.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -253,9 +255,14 @@ pub async fn run<W: Write>(
     let mut next_sweep = monotonic_ns();
     let mut pending = Vec::new();
     let mut swept = false;
+    let mut since_trim = 0usize;
+    let mut next_trim = monotonic_ns();
     loop {
         tokio::select! {
-            Some(event) = rx.recv() => handle(&mut tracker, event, &mut pending),
+            Some(event) = rx.recv() => {
+                since_trim += 1;
+                handle(&mut tracker, event, &mut pending)
+            }
             _ = tick.tick() => {
                 let now = monotonic_ns();
                 tracker.flush_pending(now, &mut pending);
@@ -309,10 +316,15 @@ pub async fn run<W: Write>(
             emit(&mut out, &e)?;
         }
         out.flush();
-        if std::mem::take(&mut swept) {
-            // What the sweep and its events freed, after they are written.
+        // What a sweep and its events freed, after they are written; and what a burst of
+        // kernel events held (a full queue of samples), once the queue has drained: the next
+        // sweep may be 15 s away. At most once a second.
+        let burst_over = since_trim >= EVENT_QUEUE && rx.is_empty();
+        if std::mem::take(&mut swept) || (burst_over && monotonic_ns() >= next_trim) {
             pending.shrink_to(EVENT_QUEUE);
             release_free_memory();
+            since_trim = 0;
+            next_trim = monotonic_ns().saturating_add(TRIM_INTERVAL.as_nanos() as u64);
         }
     }
 
