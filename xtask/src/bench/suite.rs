@@ -147,7 +147,7 @@ pub fn summary(reports: &[(Section, Value)]) -> String {
                             c["config"].as_str().unwrap_or("")
                         ),
                         measured: format!(
-                            "{:.2} Gbit/s ({ratio:.3} of no agent), {:.3} CPU s per Gbit",
+                            "{:.2} Gbit/s median ({ratio:.3} of no agent, median of rounds), {:.3} CPU s per Gbit",
                             f(&c["gbit_per_s"]),
                             f(&c["cpu_s_per_gbit"])
                         ),
