@@ -201,7 +201,15 @@ pub async fn run<W: Write>(
         }
         Some(watch)
     } else {
-        None
+        // Named interfaces are followed too: one that goes away (a pod's veth, a bond being
+        // rebuilt) is let go of and attached again when an interface of its name comes back.
+        match LinkWatch::open() {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                warn!(error = %e, "cannot watch interfaces: one that goes away will not be attached again");
+                None
+            }
+        }
     };
     // Who owns each socket, recorded in the process that connects, sends or binds.
     match crate::attrib::cgroups::cgroup2_mount() {
@@ -438,10 +446,13 @@ fn on_link(
     change: LinkChange,
     out: &mut Vec<Event>,
 ) {
+    let named = |name: &str| at.args.ifaces.iter().any(|i| i == name);
     match change {
-        LinkChange::Up { loopback: true, .. } => {}
+        LinkChange::Up { loopback: true, .. } if at.args.all_interfaces => {}
         LinkChange::Up { index, name, .. } => {
-            if programs.attachments().iter().any(|a| a.ifindex == index) {
+            if !(at.args.all_interfaces || named(&name))
+                || programs.attachments().iter().any(|a| a.ifindex == index)
+            {
                 return;
             }
             match programs.attach(&name, at.args.attach, pins) {
@@ -458,7 +469,11 @@ fn on_link(
         }
         LinkChange::Gone { index, name } => {
             if programs.release(index, pins.as_deref()).is_some() {
-                info!(iface = %name, "interface gone: detached");
+                if named(&name) {
+                    warn!(iface = %name, "interface gone: detached; attached again if it comes back");
+                } else {
+                    info!(iface = %name, "interface gone: detached");
+                }
                 out.push(agent_event("detached", Some(name), None, BTreeMap::new()));
             }
         }

@@ -108,3 +108,95 @@ fn all_interfaces_lets_go_of_an_interface_that_disappears() {
     let stopped = agent.stop().expect("stop");
     assert!(stopped.status.success(), "{}", stopped.stderr);
 }
+
+/// `--iface NAME`: the interface goes away (a pod's veth when the pod restarts) and the agent
+/// says so and runs on; an interface of that name comes back and is watched again.
+#[test]
+fn a_named_interface_that_goes_away_is_attached_again_when_it_returns() {
+    if !require_root("a_named_interface_that_goes_away_is_attached_again_when_it_returns") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    lab.spawn_standard_servers().expect("servers");
+    let agent = lab.start_agent(&[]).expect("agent");
+    curl(&lab, "43211");
+    agent
+        .wait_for(Duration::from_secs(10), |evs| saw(evs, 43211))
+        .expect("the first flow");
+    let states = |evs: &[Value], state: &str| {
+        evs.iter()
+            .filter(|e| e["sealwatch.agent.state"] == state && e["interface"] == *lab.server_if)
+            .count()
+    };
+
+    // Deleting the server's end deletes the pair.
+    run(&["ip", "-n", &lab.server_ns, "link", "del", &lab.server_if]).expect("del");
+    agent
+        .wait_for(Duration::from_secs(10), |evs| states(evs, "detached") == 1)
+        .expect("detached when it went away");
+
+    // The same pair again, as Lab::new made it.
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &lab.server_if,
+        "netns",
+        &lab.server_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &lab.client_if,
+        "netns",
+        &lab.client_ns,
+    ])
+    .expect("veth again");
+    for (ns, iface, addr) in [
+        (&lab.server_ns, &lab.server_if, lab.server_v4),
+        (&lab.client_ns, &lab.client_if, lab.client_v4),
+    ] {
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            iface,
+        ])
+        .expect("addr");
+        run(&["ip", "-n", ns, "link", "set", iface, "up"]).expect("up");
+    }
+    agent
+        .wait_for(Duration::from_secs(10), |evs| states(evs, "attached") == 2)
+        .expect("attached again when it came back");
+    curl(&lab, "43212");
+    agent
+        .wait_for(Duration::from_secs(10), |evs| saw(evs, 43212))
+        .expect("flows on the new interface are classified");
+
+    let stopped = agent.stop().expect("stop");
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        states(&stopped.events, "attached"),
+        2,
+        "one attach each time"
+    );
+    assert_eq!(states(&stopped.events, "detached"), 1);
+    let flow = stopped
+        .events
+        .iter()
+        .find(|e| e["event"] == "flow" && e["client.port"] == 43212)
+        .expect("flow");
+    assert_eq!(flow["interface"], *lab.server_if);
+    assert_eq!(flow["sealwatch.encryption"], "plaintext");
+    assert!(
+        stopped
+            .stderr
+            .contains("interface gone: detached; attached again if it comes back"),
+        "{}",
+        stopped.stderr
+    );
+}
