@@ -120,6 +120,12 @@ impl Lab {
             run(&["ip", "netns", "add", ns])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
+        self.connect()
+    }
+
+    /// Creates the veth pair between the namespaces, addressed and up: at setup, or again
+    /// after a test deleted it.
+    pub fn connect(&self) -> anyhow::Result<()> {
         run(&[
             "ip",
             "link",
@@ -297,6 +303,27 @@ impl Lab {
         agent.wait_attached()?;
         Ok(agent)
     }
+
+    /// The Prometheus text an agent in the server namespace serves on `addr` (empty when it
+    /// does not answer).
+    pub fn scrape(&self, addr: &str) -> String {
+        let out = Lab::in_ns(
+            &self.server_ns,
+            &["curl", "-sS", "-m", "5", &format!("http://{addr}/metrics")],
+        )
+        .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The sum of every series of metric `name` in Prometheus text (the value, for one series).
+pub fn metric_total(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
 }
 
 /// A self-signed certificate and key for TLS servers (`tls.crt`, `tls.key`) and an SSH host key
@@ -509,6 +536,17 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A memory figure of the running agent from /proc/PID/status, in KiB: `VmRSS`, `VmHWM`...
+    /// (0 once it is gone).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Waits until `pred` holds for the events so far.

@@ -136,39 +136,7 @@ fn a_named_interface_that_goes_away_is_attached_again_when_it_returns() {
         .expect("detached when it went away");
 
     // The same pair again, as Lab::new made it.
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &lab.server_if,
-        "netns",
-        &lab.server_ns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &lab.client_if,
-        "netns",
-        &lab.client_ns,
-    ])
-    .expect("veth again");
-    for (ns, iface, addr) in [
-        (&lab.server_ns, &lab.server_if, lab.server_v4),
-        (&lab.client_ns, &lab.client_if, lab.client_v4),
-    ] {
-        run(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            iface,
-        ])
-        .expect("addr");
-        run(&["ip", "-n", ns, "link", "set", iface, "up"]).expect("up");
-    }
+    lab.connect().expect("veth again");
     agent
         .wait_for(Duration::from_secs(10), |evs| states(evs, "attached") == 2)
         .expect("attached again when it came back");

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use sealwatch_tests::{Lab, require_root};
+use sealwatch_tests::{Lab, metric_total, require_root};
 
 /// Plaintext UDP datagrams from the client to `ports` distinct server ports: one offence each.
 const BURST: &str = r#"
@@ -18,34 +18,6 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for port in range(first, first + count):
     s.sendto(b"GET /index.html HTTP/1.1\r\nHost: lab\r\n\r\n", (server, port))
 "#;
-
-fn metrics(lab: &Lab, addr: &str) -> String {
-    let out = Lab::in_ns(
-        &lab.server_ns,
-        &["curl", "-sS", "-m", "5", &format!("http://{addr}/metrics")],
-    )
-    .output()
-    .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Sum of every series of `name`.
-fn total(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for() {
@@ -67,26 +39,7 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
             addr,
         ])
         .expect("agent");
-    let script = lab.dir.join("burst.py");
-    std::fs::write(&script, BURST).expect("script");
-    let out = lab
-        .client(
-            &[
-                "python3",
-                &script.to_string_lossy(),
-                &lab.server_v4.to_string(),
-                "20000",
-                &OFFENCES.to_string(),
-            ],
-            None,
-            Duration::from_secs(30),
-        )
-        .expect("burst");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    burst(&lab, 20000, OFFENCES);
     let flows = |evs: &[serde_json::Value]| {
         evs.iter()
             .filter(|e| {
@@ -105,11 +58,14 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
     // once the queue has drained through its failed exports.
     let deadline = Instant::now() + Duration::from_secs(90);
     let (alerts, dropped) = loop {
-        let m = metrics(&lab, addr);
-        let alerts = total(&m, "sealwatch_alerts_total");
-        let dropped = total(&m, "sealwatch_alerts_dropped_total");
+        let m = lab.scrape(addr);
+        let alerts = metric_total(&m, "sealwatch_alerts_total");
+        let dropped = metric_total(&m, "sealwatch_alerts_dropped_total");
         if (alerts >= OFFENCES && dropped == alerts) || Instant::now() > deadline {
-            assert!(total(&m, "sealwatch_export_failures_total") > 0, "{m}");
+            assert!(
+                metric_total(&m, "sealwatch_export_failures_total") > 0,
+                "{m}"
+            );
             break (alerts, dropped);
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -119,7 +75,7 @@ fn without_a_collector_classification_goes_on_and_every_alert_is_accounted_for()
         "one alert per offence at least: {alerts}"
     );
     assert_eq!(dropped, alerts, "every undelivered alert is counted");
-    let hwm = vm_hwm_kib(agent.pid());
+    let hwm = agent.memory_kib("VmHWM");
     let stopped = agent.stop().expect("stop");
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let warnings = stopped
@@ -204,7 +160,7 @@ fn a_slow_collector_costs_counted_alerts_not_memory() {
                 >= OFFENCES
         })
         .expect("every flow classified while the collector is slow");
-    let hwm_during = vm_hwm_kib(agent.pid());
+    let hwm_during = agent.memory_kib("VmHWM");
 
     // The collector catches up: every alert produced so far is received or counted dropped.
     receiver.set_delay(Duration::ZERO);
@@ -216,9 +172,9 @@ fn a_slow_collector_costs_counted_alerts_not_memory() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let (alerts, dropped, received) = loop {
-        let m = metrics(&lab, addr);
-        let alerts = total(&m, "sealwatch_alerts_total");
-        let dropped = total(&m, "sealwatch_alerts_dropped_total");
+        let m = lab.scrape(addr);
+        let alerts = metric_total(&m, "sealwatch_alerts_total");
+        let dropped = metric_total(&m, "sealwatch_alerts_dropped_total");
         let received = alert_records(&receiver);
         if (alerts >= OFFENCES && received + dropped == alerts) || Instant::now() > deadline {
             break (alerts, dropped, received);
@@ -247,7 +203,7 @@ fn a_slow_collector_costs_counted_alerts_not_memory() {
                     == Some(&serde_json::Value::from(late)))),
         "the offence after the slow period reached the collector"
     );
-    let hwm = vm_hwm_kib(agent.pid());
+    let hwm = agent.memory_kib("VmHWM");
     let stopped = agent.stop().expect("stop");
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert_eq!(

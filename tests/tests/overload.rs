@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sealwatch_tests::{Lab, require_root};
+use sealwatch_tests::{Lab, metric_total, require_root};
 use serde_json::Value;
 
 /// One datagram from each of `count` client ports from `first` on (so `count` distinct flows:
@@ -56,24 +56,6 @@ fn udp_flows(evs: &[Value], event: &str, server_port: u16) -> usize {
                 && e["server.port"] == server_port
         })
         .count()
-}
-
-fn metrics(lab: &Lab, addr: &str) -> String {
-    let out = Lab::in_ns(
-        &lab.server_ns,
-        &["curl", "-sS", "-m", "5", &format!("http://{addr}/metrics")],
-    )
-    .output()
-    .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn total(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
 }
 
 fn stopped_counters(evs: &[Value]) -> Value {
@@ -140,7 +122,7 @@ fn ring_overflow_is_counted_warned_and_every_flow_still_reported() {
     // The metric, once the agent refreshed it (every 5 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     let lost_metric = loop {
-        let lost = total(&metrics(&lab, addr), "sealwatch_ringbuf_lost_total");
+        let lost = metric_total(&lab.scrape(addr), "sealwatch_ringbuf_lost_total");
         if lost > 0 || Instant::now() > deadline {
             break lost;
         }

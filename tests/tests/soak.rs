@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sealwatch_tests::{Lab, require_root};
+use sealwatch_tests::{Lab, metric_total, require_root};
 use serde_json::Value;
 
 /// For `secs` seconds: each 10 ms, `udp_per_tick` datagrams from new client ports (counting up
@@ -51,32 +51,6 @@ print(udp, tcp)
 const UDP_PORT: u16 = 7300;
 const TCP_PORT: u16 = 7301;
 const CAPACITY: u64 = 8192;
-
-fn metrics(lab: &Lab, addr: &str) -> String {
-    let out = Lab::in_ns(
-        &lab.server_ns,
-        &["curl", "-sS", "-m", "5", &format!("http://{addr}/metrics")],
-    )
-    .output()
-    .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn gauge(metrics: &str, name: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn count(evs: &[Value], event: &str, transport: &str, port: u16) -> u64 {
     evs.iter()
@@ -127,7 +101,6 @@ fn a_soak_of_new_flows_keeps_memory_flat_and_the_table_bounded() {
             addr,
         ])
         .expect("agent");
-    let pid = agent.pid();
 
     // 4 datagrams a tick (up to 400 new UDP flows a second) and a request every 5th tick.
     let script = lab.dir.join("load.py");
@@ -159,8 +132,8 @@ fn a_soak_of_new_flows_keeps_memory_flat_and_the_table_bounded() {
         std::thread::sleep(Duration::from_secs(2));
         samples.push(Sample {
             at: start.elapsed(),
-            rss_kib: status_kib(pid, "VmRSS:"),
-            entries: gauge(&metrics(&lab, addr), "sealwatch_flow_table_entries").unwrap_or(0),
+            rss_kib: agent.memory_kib("VmRSS"),
+            entries: metric_total(&lab.scrape(addr), "sealwatch_flow_table_entries"),
         });
     }
     let out = load.wait_with_output().expect("load ran");
@@ -174,7 +147,7 @@ fn a_soak_of_new_flows_keeps_memory_flat_and_the_table_bounded() {
         .map(|n| n.parse().expect("counts"))
         .collect();
     let (udp, tcp) = (sent[0], sent[1]);
-    let hwm = status_kib(pid, "VmHWM:");
+    let hwm = agent.memory_kib("VmHWM");
     let stopped = agent.stop().expect("stop");
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let evs = &stopped.events;
