@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report(&args),
         Command::Analyze(args) => {
             let format = args.output.unwrap_or_else(default_format);
-            let policy = match load_policy(args.policy.as_deref(), None) {
+            let policy = match load_policy(args.policy.as_deref(), None, Trust::Any) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             let format = args.output.unwrap_or_else(default_format);
-            let policy = match load_policy(args.policy.as_deref(), args.mode) {
+            let policy = match load_policy(args.policy.as_deref(), args.mode, Trust::Writers) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
@@ -161,16 +161,29 @@ fn report(args: &sealwatch::cli::ReportArgs) -> ExitCode {
     }
 }
 
+/// Whose policy files are read.
+enum Trust {
+    /// Any readable file (`analyze` only says what a policy would do).
+    Any,
+    /// Only files no other user can change (`run` enforces them).
+    Writers,
+}
+
 /// The policy file, or the built-in defaults, with `mode` (the command line's) overriding the
 /// file's; a bad file is bad input (exit 2).
 fn load_policy(
     path: Option<&std::path::Path>,
     mode: Option<Mode>,
+    trust: Trust,
 ) -> Result<Arc<Policy>, ExitCode> {
     let Some(path) = path else {
         return Ok(Arc::new(Policy::default().with_mode(mode)));
     };
-    match policy::load_policy(path, mode) {
+    let loaded = match trust {
+        Trust::Any => policy::load_policy(path, mode),
+        Trust::Writers => policy::load_trusted_policy(path, mode),
+    };
+    match loaded {
         Ok(p) => Ok(Arc::new(p)),
         Err(e) => {
             eprintln!("sealwatch: {e}");

@@ -532,7 +532,7 @@ fn reload_policy<T: crate::flows::FlowTable>(
         info!("SIGHUP without --policy: nothing to reload");
         return;
     };
-    let loaded = crate::policy::load_policy(path, args.mode).and_then(|p| {
+    let loaded = crate::policy::load_trusted_policy(path, args.mode).and_then(|p| {
         let c = install(maps, &p, pods).map_err(|e| e.to_string())?;
         Ok((p, c))
     });

@@ -221,3 +221,79 @@ fn suggested_policy_lets_todays_plaintext_pass() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// `run` enforces its policy, so it refuses one that a user other than root could have
+/// written (exit 2, naming what is open); `analyze` and `policy check` only read it.
+#[test]
+fn run_refuses_a_policy_other_users_can_change() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    if !sealwatch_tests::require_root("run_refuses_a_policy_other_users_can_change") {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("sealwatch-policy-{}", std::process::id()));
+    let (closed, open) = (base.join("closed"), base.join("open"));
+    for (dir, mode) in [(&base, 0o755), (&closed, 0o755), (&open, 0o777)] {
+        std::fs::create_dir_all(dir).expect("dir");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let write = |path: &std::path::Path, mode: u32| {
+        std::fs::write(path, "mode: monitor\n").expect("policy");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.to_string_lossy().into_owned()
+    };
+    let fine = write(&closed.join("fine.yaml"), 0o644);
+    let group = write(&closed.join("group.yaml"), 0o664);
+    chown(&group, None, Some(100)).expect("chgrp");
+    let anyone = write(&closed.join("anyone.yaml"), 0o646);
+    let owned = write(&closed.join("owned.yaml"), 0o644);
+    chown(&owned, Some(65534), None).expect("chown");
+    let in_open_dir = write(&open.join("policy.yaml"), 0o644);
+    // Through a symlink the file it points at is what counts.
+    let link = closed.join("link.yaml");
+    std::os::unix::fs::symlink(&anyone, &link).expect("symlink");
+    let link = link.to_string_lossy().into_owned();
+
+    // A policy that passes reaches the next check: the missing interface (exit 1).
+    let out = sealwatch(&["run", "--iface", "nosuch0", "--policy", &fine]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, why) in [
+        (
+            &group,
+            "group.yaml is writable by group 100 (mode 0664)".to_owned(),
+        ),
+        (
+            &anyone,
+            "anyone.yaml is writable by anyone (mode 0646)".to_owned(),
+        ),
+        (&owned, "owned.yaml is owned by uid 65534".to_owned()),
+        (
+            &in_open_dir,
+            format!("{} is writable by anyone (mode 0777)", open.display()),
+        ),
+        (
+            &link,
+            "anyone.yaml is writable by anyone (mode 0646)".to_owned(),
+        ),
+    ] {
+        let out = sealwatch(&["run", "--iface", "nosuch0", "--policy", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains(&why), "{path}: {err}");
+        assert!(err.contains("writable by root only"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // Reading a policy to see what it would do is not enforcing it.
+    let out = sealwatch(&["policy", "check", &anyone]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&base).expect("clean up");
+}

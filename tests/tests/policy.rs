@@ -1,13 +1,13 @@
 //! Policy reload on the running agent (SIGHUP): a valid new policy changes decisions for the
-//! next flows without detaching or forgetting flows; an invalid one is rejected with an event
-//! and the old one stays.
+//! next flows without detaching or forgetting flows; an invalid one, or one other users could
+//! have written, is rejected with an event and the old one stays.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
     reason = "privileged tests panic with a message"
 )]
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use sealwatch_tests::{Lab, require_root};
 use serde_json::Value;
@@ -127,13 +127,51 @@ fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_invalid() {
         "the old policy stays"
     );
 
+    // A valid policy, but one anybody could have written: rejected like an invalid one.
+    // Written aside and renamed in, so the agent never sees it closed.
+    let aside = lab.dir.join("open.yaml");
+    std::fs::write(&aside, "mode: monitor\n").expect("open policy");
+    std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::rename(&aside, &policy).expect("rename");
+    hup();
+    agent
+        .wait_for(Duration::from_secs(10), |evs| {
+            evs.iter()
+                .filter(|e| e["sealwatch.agent.state"] == "policy_rejected")
+                .count()
+                >= 2
+        })
+        .expect("rejected again");
+    let rejected = agent
+        .events()
+        .into_iter()
+        .rfind(|e| e["sealwatch.agent.state"] == "policy_rejected")
+        .unwrap();
+    assert!(
+        rejected["sealwatch.policy.error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is writable by anyone (mode 0666)")),
+        "{rejected}"
+    );
+    curl("42004");
+    agent
+        .wait_for(Duration::from_secs(10), |evs| {
+            flow_from(evs, 42004).is_some()
+        })
+        .expect("fourth flow");
+    assert_eq!(
+        flow_from(&agent.events(), 42004).unwrap()["sealwatch.action"],
+        "excluded",
+        "the old policy stays: the open file's `alert` did not take over"
+    );
+
     let stopped = agent.stop().expect("stop");
     assert!(
         stopped.status.success(),
         "still running and stops cleanly after the reloads"
     );
     // Every flow was followed to its end across the reloads.
-    for port in [42001, 42002, 42003] {
+    for port in [42001, 42002, 42003, 42004] {
         assert!(
             stopped
                 .events

@@ -18,6 +18,11 @@ pub enum PolicyError {
     /// `line:column` and the field path are in `message` when the YAML reader knows them.
     #[error("{file}:{message}")]
     Invalid { file: String, message: String },
+    #[error(
+        "{file}: {why}: whoever can change the policy decides what is enforced; make the file \
+         and the directories above it writable by root only (chown root, chmod go-w)"
+    )]
+    Unsafe { file: String, why: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -445,6 +450,74 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, PolicyError> {
         ));
     }
     Ok(policy)
+}
+
+/// Refuses a policy that someone other than root (or the agent's own user) could change: the
+/// file or a directory above it owned by another user, or writable by others or by a group
+/// other than root's, unless the directory is sticky (/tmp). A file on a read-only mount (a
+/// Kubernetes ConfigMap volume) is safe as it is. Like sshd's StrictModes: the live agent
+/// enforces what the file says.
+pub fn check_writers(path: &Path) -> Result<(), PolicyError> {
+    use std::os::unix::fs::MetadataExt;
+
+    let file = path.display().to_string();
+    let read = |source| PolicyError::Read {
+        file: file.clone(),
+        source,
+    };
+    let real = std::fs::canonicalize(path).map_err(read)?;
+    if read_only_mount(&real) {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut at = Some(real.as_path());
+    let mut is_file = true;
+    while let Some(p) = at {
+        let meta = std::fs::metadata(p).map_err(read)?;
+        let mode = meta.mode() & 0o7777;
+        let why = if meta.uid() != 0 && meta.uid() != me {
+            Some(format!("{} is owned by uid {}", p.display(), meta.uid()))
+        } else if !is_file && mode & 0o1000 != 0 {
+            // Sticky: others may add files here, not replace ours.
+            None
+        } else if mode & 0o002 != 0 {
+            Some(format!(
+                "{} is writable by anyone (mode {mode:04o})",
+                p.display()
+            ))
+        } else if mode & 0o020 != 0 && meta.gid() != 0 {
+            Some(format!(
+                "{} is writable by group {} (mode {mode:04o})",
+                p.display(),
+                meta.gid()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(PolicyError::Unsafe { file, why });
+        }
+        is_file = false;
+        at = p.parent();
+    }
+    Ok(())
+}
+
+fn read_only_mount(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs succeeded and filled it.
+    let st = unsafe { st.assume_init() };
+    st.f_flag & libc::ST_RDONLY != 0
 }
 
 pub fn load(path: &Path) -> Result<PolicyFile, PolicyError> {

@@ -73,6 +73,13 @@ pub fn load_policy(path: &std::path::Path, mode: Option<Mode>) -> Result<Policy,
     Ok(Policy::new(file).with_mode(mode))
 }
 
+/// [`load_policy`] for the live agent, which enforces it: only from a file no other user can
+/// change (see [`file::check_writers`]).
+pub fn load_trusted_policy(path: &std::path::Path, mode: Option<Mode>) -> Result<Policy, String> {
+    file::check_writers(path).map_err(|e| e.to_string())?;
+    load_policy(path, mode)
+}
+
 /// Number of built-in exclusions (they come first, before the file's).
 pub const BUILTIN_EXCLUSIONS: usize = 10;
 
