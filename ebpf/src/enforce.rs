@@ -51,14 +51,21 @@ pub fn enforce<P: Packet>(pkt: &P, hook: u8) -> Fate {
     };
     // SAFETY: as in `track`: a map value valid for this run; shared fields are atomic.
     let state = unsafe { &mut *state };
+    let flags = load_u64(&state.flags);
+    let settling = flags & FLOW_VERDICT == 0 && flags & FLOW_DECIDING != 0;
+    // Notices worth the precise clock. A verdict being settled was reached by the observer on
+    // this very packet, which read the clock for it a moment ago (reading it costs ~25 ns).
+    let now = if settling && state.verdict_ns != 0 {
+        state.verdict_ns
+    } else {
+        crate::track::precise_now()
+    };
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
-        // A verdict's notice: worth the precise clock.
-        now: crate::track::precise_now(),
+        now,
     };
-    let flags = load_u64(&state.flags);
-    let fate = if flags & FLOW_VERDICT == 0 && flags & FLOW_DECIDING != 0 {
+    let fate = if settling {
         settle(pkt, state, parsed, &seen)
     } else if flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) != 0 {
         follow_up(pkt, state, parsed, &seen, flags).unwrap_or_else(|stat| {

@@ -58,8 +58,10 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
         // SAFETY: no arguments, no memory.
         now: unsafe { bpf_ktime_get_coarse_ns() },
     };
-    let state = match FLOWS.get_ptr_mut(&p.key) {
-        Some(s) => s,
+    // A flow created on this packet already read the precise clock: its verdict, if this
+    // packet reaches one, takes that reading instead of a second one.
+    let (state, fresh_ns) = match FLOWS.get_ptr_mut(&p.key) {
+        Some(s) => (s, 0),
         None => {
             // A flow a local socket opens (a client's SYN, its first datagram) names the
             // socket, and through it the process (`SOCK_OWNERS`).
@@ -68,7 +70,9 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
             } else {
                 0
             };
-            new_flow(p, &seen, cookie)?
+            let s = new_flow(p, &seen, cookie)?;
+            // SAFETY: a map value, valid for this run.
+            (s, unsafe { (*s).first_ns })
         }
     };
     // SAFETY: map values stay valid for the program's run; concurrent writers are other CPUs
@@ -106,7 +110,7 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
         return Ok(Fate::Drop);
     }
     let fate = if flags & FLOW_VERDICT == 0 {
-        if classify(pkt, state, p, flags)? {
+        if classify(pkt, state, p, flags, fresh_ns)? {
             Fate::Decide
         } else {
             Fate::Pass
@@ -193,13 +197,14 @@ fn classify<P: Packet>(
     state: &mut FlowState,
     p: &Parsed,
     flags: u64,
+    fresh_ns: u64,
 ) -> Result<bool, Stat> {
     let side = usize::from(p.side & 1);
     let sent = state.payload_packets[side].saturating_add(1);
     state.payload_packets[side] = sent;
     match payload_step(flags, p.side, sent) {
         PayloadStep::Wait => return Ok(false),
-        PayloadStep::GiveUp => return Ok(set_verdict(state, Verdict::UNKNOWN)),
+        PayloadStep::GiveUp => return Ok(set_verdict(state, Verdict::UNKNOWN, fresh_ns)),
         PayloadStep::Classify => {}
     }
     // Exactly one CPU classifies each side: whoever flips the bit.
@@ -221,20 +226,21 @@ fn classify<P: Packet>(
         verdict.protocol as u8
     );
     match conclude(verdict, before & theirs != 0) {
-        Some(v) => Ok(set_verdict(state, v)),
+        Some(v) => Ok(set_verdict(state, v, fresh_ns)),
         None => Ok(false),
     }
 }
 
 /// Records the verdict; true when this call reached it, so the enforce program must settle it.
 #[inline(always)]
-fn set_verdict(state: &mut FlowState, v: Verdict) -> bool {
+/// `now_ns`: a precise reading taken on this packet already, or 0 to read the clock.
+fn set_verdict(state: &mut FlowState, v: Verdict, now_ns: u64) -> bool {
     if fetch_or_u64(&mut state.flags, FLOW_DECIDING) & (FLOW_DECIDING | FLOW_VERDICT) != 0 {
         return false;
     }
     state.protocol = v.protocol as u8;
     state.encryption = v.encryption as u8;
-    state.verdict_ns = precise_now();
+    state.verdict_ns = if now_ns != 0 { now_ns } else { precise_now() };
     true
 }
 
