@@ -73,6 +73,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         None,
     )
     .context("loading the kernel programs")?;
+    let verifier = verified_instructions(&mut programs);
     let flows = programs.take_flows().context("flow table")?;
     let mut ring = programs.take_events().context("event ring")?;
     let mut results = Vec::new();
@@ -188,7 +189,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
             }).collect::<Vec<_>>(),
         }));
     }
-    Ok(json!({ "section": "kernel", "modes": results }))
+    Ok(json!({ "section": "kernel", "modes": results, "verified_instructions": verifier }))
 }
 
 /// A measured case: the per-packet nanoseconds of each round.
@@ -245,6 +246,22 @@ fn key_of(flow: &Endpoints, proto: u8) -> FlowKey {
         flow.server.1,
     )
     .0
+}
+
+/// How many instructions the verifier walked for each loaded program: its limit is one million,
+/// so this is the headroom left for new kernel code.
+fn verified_instructions(programs: &mut Programs) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, prog) in programs.ebpf_mut().programs() {
+        if let Some(n) = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
+            out.insert(name.to_string(), json!(n));
+        }
+    }
+    Value::Object(out)
 }
 
 /// Empties the event ring so the next round's records have room.

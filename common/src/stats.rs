@@ -32,7 +32,8 @@ pub enum Stat {
     /// ServerHellos the kernel could not read (not at the start of the server's first payload,
     /// cut short): the flow's TLS version and suite are judged in user space only.
     HelloUnchecked,
-    /// Tail calls into the enforce program that failed (the packet passed undecided).
+    /// Tail calls into the decide (enforce) programs that failed, or whose flow they could not
+    /// find again (the packet passed unclassified or undecided).
     EnforceUnreachable,
     /// Socket-owner records the kernel could not store (its flows are attributed from /proc,
     /// or not at all).

@@ -1,9 +1,11 @@
-//! Enforce mode in the kernel: the policy's decision on a flow's verdict, taken on the packet
-//! that revealed it, and the two follow-ups a verdict can leave open: the ServerHello of a TLS
-//! flow (minimum version, forbidden suites) and the preamble of a protocol that may still
-//! upgrade to TLS in-band.
+//! The decide programs, tail-called by the observers: classification of the first payload of
+//! each side of a flow, the policy's decision on a flow's verdict, taken on the packet that
+//! revealed it, and the two follow-ups a verdict can leave open: the ServerHello of a TLS flow
+//! (minimum version, forbidden suites) and the preamble of a protocol that may still upgrade to
+//! TLS in-band. They start from the observer's parse of the packet (`track::hand_over`), so the
+//! verifier walks the classifier once, not once for each way a packet can be parsed.
 
-use core::{ffi::c_void, mem::MaybeUninit};
+use core::ffi::c_void;
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sealwatch_common::{
@@ -36,22 +38,34 @@ pub enum Fate {
     Decide,
 }
 
-/// The enforce program's work on a packet the observer handed over: settle a verdict just
-/// reached, or check a follow-up. Re-parses the packet (a tail call keeps only the context).
+/// The decide program's work on a packet the observer handed over: classify a side's first
+/// payload, settle a verdict just reached, or check a follow-up. The packet's parse comes with
+/// it (see `track::hand_over`).
 #[inline(always)]
 pub fn enforce<P: Packet>(pkt: &P, hook: u8) -> Fate {
-    let mut parsed = MaybeUninit::<Parsed>::uninit();
-    let Ok(parsed) = crate::packet::parse(pkt, &mut parsed) else {
+    let Some(h) = crate::track::handed_over() else {
         count(Stat::EnforceUnreachable);
         return Fate::Pass;
     };
+    let parsed = &h.parsed;
     let Some(state) = FLOWS.get_ptr_mut(&parsed.key) else {
         count(Stat::EnforceUnreachable);
         return Fate::Pass;
     };
     // SAFETY: as in `track`: a map value valid for this run; shared fields are atomic.
     let state = unsafe { &mut *state };
-    let flags = load_u64(&state.flags);
+    let mut flags = load_u64(&state.flags);
+    // The first payload of a side, handed over to be classified.
+    if flags & (FLOW_VERDICT | FLOW_DECIDING) == 0 {
+        match crate::track::classify(pkt, state, parsed, h.fresh_ns) {
+            Ok(true) => flags = load_u64(&state.flags),
+            Ok(false) => return Fate::Pass,
+            Err(stat) => {
+                count(stat);
+                return Fate::Pass;
+            }
+        }
+    }
     let settling = flags & FLOW_VERDICT == 0 && flags & FLOW_DECIDING != 0;
     // Notices worth the precise clock. A verdict being settled was reached by the observer on
     // this very packet, which read the clock for it a moment ago (reading it costs ~25 ns).

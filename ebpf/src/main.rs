@@ -1,6 +1,9 @@
 //! sealwatch kernel programs: TC ingress/egress and XDP ingress entry points. Each one parses
-//! the packet, tracks its flow, and always lets it through (monitor mode); anything skipped or
-//! failed bumps a counter in STATS.
+//! the packet, tracks its flow, and lets it through unless the policy forbids the flow; anything
+//! skipped or failed bumps a counter in STATS. The packets that need more than counting (the
+//! first payload of each side of a flow, a verdict to settle, a follow-up to check) go on to a
+//! decide program through a tail call, verified on its own: the observers every packet runs
+//! stay small.
 #![no_std]
 #![no_main]
 // Atomic RMW intrinsics (see atomic.rs); this crate is always built with RUSTC_BOOTSTRAP=1.
@@ -48,7 +51,7 @@ pub fn xdp_ingress(ctx: XdpContext) -> u32 {
     if fate == Fate::Decide {
         // SAFETY: the array holds the XDP enforce program, of the same type as this one.
         unsafe { ENFORCE_XDP.tail_call(&ctx, 0) };
-        fate = unreachable_enforcer();
+        fate = unreachable_tail_call();
     }
     xdp_verdict(fate)
 }
@@ -85,9 +88,9 @@ fn tc_verdict(fate: Fate) -> i32 {
     }
 }
 
-/// A tail call returned: the enforce program is missing. Counted; the packet passes.
+/// A tail call returned: the decide program is missing. Counted; the packet passes.
 #[inline(always)]
-fn unreachable_enforcer() -> Fate {
+fn unreachable_tail_call() -> Fate {
     count(Stat::EnforceUnreachable);
     Fate::Pass
 }
@@ -103,7 +106,7 @@ fn observe_tc(ctx: &TcContext, hook: u8) -> i32 {
         };
         // SAFETY: the arrays hold TC enforce programs, of the same type as this one.
         unsafe { enforcer.tail_call(ctx, 0) };
-        fate = unreachable_enforcer();
+        fate = unreachable_tail_call();
     }
     tc_verdict(fate)
 }

@@ -20,6 +20,8 @@ use sealwatch_common::{
     stats::{STAT_COUNT, Stat},
 };
 
+use crate::track::Handoff;
+
 /// The flow table. User space may resize it before load (`EbpfLoader::map_max_entries`).
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> =
@@ -57,6 +59,10 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 /// Per-CPU scratch space for the classifier's window: 64 bytes the BPF stack cannot spare.
 #[map]
 pub static WINDOW: PerCpuArray<[u8; CLASSIFY_WINDOW]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU, what an observer hands the decide program it tail-calls.
+#[map]
+pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch record for payload samples: filled here, then only its used part is copied
 /// to the ring (`bpf_ringbuf_output`), so a 60-byte packet does not take a 2 KB slot.

@@ -27,9 +27,17 @@ use sealwatch_common::{
 use crate::{
     atomic::{add_u64, fetch_and_u64, fetch_or_u64, load_u64},
     enforce::Fate,
-    maps::{EVENTS, FLOWS, SAMPLE_BYTES, SAMPLE_SCRATCH, WINDOW, count},
+    maps::{EVENTS, FLOWS, HANDOFF, SAMPLE_BYTES, SAMPLE_SCRATCH, WINDOW, count},
     packet::{Packet, Parsed},
 };
+
+/// What an observer hands the decide program it tail-calls (a tail call keeps only the
+/// context): the packet's parse, and the precise clock reading taken on it if the flow started
+/// with it (the verdict's time then, without a second reading), else 0.
+pub struct Handoff {
+    pub parsed: Parsed,
+    pub fresh_ns: u64,
+}
 
 /// Where a packet came from, for records and per-hook logic.
 pub struct Seen {
@@ -110,11 +118,7 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
         return Ok(Fate::Drop);
     }
     let fate = if flags & FLOW_VERDICT == 0 {
-        if classify(pkt, state, p, flags, fresh_ns)? {
-            Fate::Decide
-        } else {
-            Fate::Pass
-        }
+        payload_before_verdict(state, p, flags, fresh_ns)
     } else if flags & (FLOW_CHECK_HELLO | FLOW_PREAMBLE) != 0 {
         Fate::Decide
     } else {
@@ -131,6 +135,9 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     };
     if fate == Fate::Drop {
         count(Stat::Dropped);
+    }
+    if fate == Fate::Decide {
+        hand_over(p, fresh_ns)?;
     }
     // Checked here so established flows do not pay for a call. The packet that revealed a
     // forbidden flow is sampled too: user space names what it was, nothing reaches the peer.
@@ -189,24 +196,54 @@ fn record_tcp_flags(state: &mut FlowState, p: &Parsed, seen: &Seen) -> Result<u6
     Ok(before | bits)
 }
 
-/// Runs the classifier on the first payload packet of each side; ends as `unknown` once both
-/// sides were unknown, or one side kept talking without a verdict.
-#[inline(never)]
-fn classify<P: Packet>(
-    pkt: &P,
-    state: &mut FlowState,
-    p: &Parsed,
-    flags: u64,
-    fresh_ns: u64,
-) -> Result<bool, Stat> {
+/// A payload packet of a flow without a verdict. The first of each side is classified by the
+/// decide program (`Fate::Decide`, see `enforce.rs`): the classifier is most of the kernel
+/// code, and apart from them it leaves the observers, which every packet runs, small.
+/// The flow ends as `unknown` once a side classified unknown kept talking without an answer.
+#[inline(always)]
+fn payload_before_verdict(state: &mut FlowState, p: &Parsed, flags: u64, fresh_ns: u64) -> Fate {
     let side = usize::from(p.side & 1);
     let sent = state.payload_packets[side].saturating_add(1);
     state.payload_packets[side] = sent;
     match payload_step(flags, p.side, sent) {
-        PayloadStep::Wait => return Ok(false),
-        PayloadStep::GiveUp => return Ok(set_verdict(state, Verdict::UNKNOWN, fresh_ns)),
-        PayloadStep::Classify => {}
+        PayloadStep::Wait => Fate::Pass,
+        PayloadStep::GiveUp if set_verdict(state, Verdict::UNKNOWN, fresh_ns) => Fate::Decide,
+        PayloadStep::GiveUp => Fate::Pass,
+        PayloadStep::Classify => Fate::Decide,
     }
+}
+
+/// Leaves this packet's parse and clock reading in this CPU's [`HANDOFF`] slot for the
+/// decide program tail-called next (a tail call keeps only the context), so they
+/// do not parse the packet again.
+#[inline(always)]
+fn hand_over(p: &Parsed, fresh_ns: u64) -> Result<(), Stat> {
+    let h = HANDOFF.get_ptr_mut(0).ok_or(Stat::EnforceUnreachable)?;
+    // SAFETY: this CPU's slot, read by the tail call that runs next on this CPU; `Parsed` is
+    // plain data.
+    unsafe {
+        addr_of_mut!((*h).parsed).write(core::ptr::read(p));
+        (*h).fresh_ns = fresh_ns;
+    }
+    Ok(())
+}
+
+/// This CPU's [`HANDOFF`] slot, as the observer that tail-called left it.
+#[inline(always)]
+pub fn handed_over() -> Option<&'static Handoff> {
+    // SAFETY: this CPU's slot; the program that wrote it ran just before on this CPU.
+    HANDOFF.get_ptr(0).map(|h| unsafe { &*h })
+}
+
+/// Classifies the first payload packet of a side. True when this reached the flow's verdict,
+/// to be settled now.
+#[inline(always)]
+pub fn classify<P: Packet>(
+    pkt: &P,
+    state: &mut FlowState,
+    p: &Parsed,
+    fresh_ns: u64,
+) -> Result<bool, Stat> {
     // Exactly one CPU classifies each side: whoever flips the bit.
     let (mine, theirs) = classified_bits(p.side);
     let before = fetch_or_u64(&mut state.flags, mine);
@@ -214,7 +251,7 @@ fn classify<P: Packet>(
         return Ok(false);
     }
     let window = load_window(pkt, p).ok_or(Stat::LoadBytesFailed)?;
-    let ctx = classify_context(flags, p.key.proto, p.payload_len);
+    let ctx = classify_context(before, p.key.proto, p.payload_len);
     // The whole zero-padded window, not a slice of it: a constant length lets LLVM drop every
     // bounds check, where a variable one makes the verifier walk each detector per length.
     let verdict = classify_payload(window, &ctx);
@@ -232,8 +269,8 @@ fn classify<P: Packet>(
 }
 
 /// Records the verdict; true when this call reached it, so the enforce program must settle it.
-#[inline(always)]
 /// `now_ns`: a precise reading taken on this packet already, or 0 to read the clock.
+#[inline(always)]
 fn set_verdict(state: &mut FlowState, v: Verdict, now_ns: u64) -> bool {
     if fetch_or_u64(&mut state.flags, FLOW_DECIDING) & (FLOW_DECIDING | FLOW_VERDICT) != 0 {
         return false;

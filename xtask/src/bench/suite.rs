@@ -210,6 +210,22 @@ pub fn summary(reports: &[(Section, Value)]) -> String {
 }
 
 fn kernel_lines(r: &Value, lines: &mut Vec<Line>) {
+    if let Some(progs) = r["verified_instructions"]
+        .as_object()
+        .filter(|p| !p.is_empty())
+    {
+        let mut walked: Vec<String> = progs
+            .iter()
+            .map(|(name, n)| format!("{name} {}k", f(n) as u64 / 1000))
+            .collect();
+        walked.sort();
+        lines.push(Line {
+            what: "instructions the verifier walked, per program (limit 1000k)".to_string(),
+            measured: walked.join(", "),
+            target: "",
+            met: None,
+        });
+    }
     for m in r["modes"].as_array().into_iter().flatten() {
         let mode = m["mode"].as_str().unwrap_or("").to_uppercase();
         let case = |name: &str| {
