@@ -67,12 +67,11 @@ pub fn enforce<P: Packet>(pkt: &P, hook: u8) -> Fate {
         }
     }
     let settling = flags & FLOW_VERDICT == 0 && flags & FLOW_DECIDING != 0;
-    // Notices worth the precise clock. A verdict being settled was reached by the observer on
-    // this very packet, which read the clock for it a moment ago (reading it costs ~25 ns).
+    // A verdict being settled was reached on this very packet, at the time it recorded.
     let now = if settling && state.verdict_ns != 0 {
         state.verdict_ns
     } else {
-        crate::track::precise_now()
+        crate::track::tick_now().max(state.first_ns)
     };
     let seen = Seen {
         hook,

@@ -43,19 +43,25 @@ pub struct Handoff {
 pub struct Seen {
     pub hook: u8,
     pub ifindex: u32,
-    /// `bpf_ktime_get_coarse_ns`: the last tick's CLOCK_MONOTONIC, a few ns to read where the
-    /// precise clock costs ~25 ns a packet (most of it reading the clocksource in a VM). Last-seen
-    /// times need no better than the idle timeouts' seconds; a flow's start and its verdict,
-    /// which latency is measured from, take [`precise_now`].
+    /// [`tick_now`]: last-seen times need no better than the idle timeouts' seconds.
     pub now: u64,
 }
 
-/// CLOCK_MONOTONIC to the nanosecond, for the rare moments worth it (a flow's first packet, its
-/// verdict).
+/// CLOCK_MONOTONIC to the nanosecond, for a flow's start only: its duration and the order of
+/// its records are measured from it. Reading the clocksource costs ~25 ns in a VM.
 #[inline(always)]
 pub fn precise_now() -> u64 {
     // SAFETY: no arguments, no memory.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// `bpf_ktime_get_coarse_ns`: CLOCK_MONOTONIC as of the last tick (1-4 ms), a few ns to read.
+/// Last-seen times, notices and verdicts take it: to the millisecond is what a flow log or an
+/// alert needs.
+#[inline(always)]
+pub fn tick_now() -> u64 {
+    // SAFETY: no arguments, no memory.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(never)]
@@ -63,8 +69,7 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
-        // SAFETY: no arguments, no memory.
-        now: unsafe { bpf_ktime_get_coarse_ns() },
+        now: tick_now(),
     };
     // A flow created on this packet already read the precise clock: its verdict, if this
     // packet reaches one, takes that reading instead of a second one.
@@ -269,7 +274,8 @@ pub fn classify<P: Packet>(
 }
 
 /// Records the verdict; true when this call reached it, so the enforce program must settle it.
-/// `now_ns`: a precise reading taken on this packet already, or 0 to read the clock.
+/// `now_ns`: the precise reading a flow that started on this packet took, or 0. Otherwise the
+/// verdict's time is the tick's, never before the flow's start (the tick lags the precise clock).
 #[inline(always)]
 fn set_verdict(state: &mut FlowState, v: Verdict, now_ns: u64) -> bool {
     if fetch_or_u64(&mut state.flags, FLOW_DECIDING) & (FLOW_DECIDING | FLOW_VERDICT) != 0 {
@@ -277,7 +283,11 @@ fn set_verdict(state: &mut FlowState, v: Verdict, now_ns: u64) -> bool {
     }
     state.protocol = v.protocol as u8;
     state.encryption = v.encryption as u8;
-    state.verdict_ns = if now_ns != 0 { now_ns } else { precise_now() };
+    state.verdict_ns = if now_ns != 0 {
+        now_ns
+    } else {
+        tick_now().max(state.first_ns)
+    };
     true
 }
 
