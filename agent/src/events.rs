@@ -28,9 +28,10 @@ pub enum KernelEvent {
     Resample(Sample),
 }
 
-/// A payload sample: some first bytes of one packet of one side of a flow.
+/// A payload sample: some first bytes of one packet of one side of a flow. Owned when it comes
+/// from the kernel's ring; `analyze` lends the bytes of the captured frame instead (`&[u8]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sample {
+pub struct Sample<D = Vec<u8>> {
     pub key: FlowKey,
     pub side: u8,
     pub ifindex: u32,
@@ -41,7 +42,7 @@ pub struct Sample {
     pub ts_ns: u64,
     /// The packet's whole L4 payload length; `data` may hold fewer bytes.
     pub payload_len: u32,
-    pub data: Vec<u8>,
+    pub data: D,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -460,9 +460,9 @@ impl<T: FlowTable> FlowTracker<T> {
     /// Payload samples feed deeper parsing (TLS details, STARTTLS, unnamed flows) until the
     /// flow is reported; a held verdict they settle is reported at once, unless the kernel is
     /// dropping the flow on the packet sampled (see [`FlowTracker::kernel_drop_expected`]).
-    pub fn on_sample(&mut self, s: &Sample, out: &mut Vec<Event>) {
+    pub fn on_sample<D: AsRef<[u8]>>(&mut self, s: &Sample<D>, out: &mut Vec<Event>) {
         self.stats.samples += 1;
-        self.stats.sample_bytes += s.data.len() as u64;
+        self.stats.sample_bytes += s.data.as_ref().len() as u64;
         if self.quiet.contains(&s.key) {
             return;
         }
@@ -492,7 +492,7 @@ impl<T: FlowTable> FlowTracker<T> {
     /// plaintext, the flow is reported again as plaintext (`sealwatch.plaintext_after_encryption`)
     /// and ends as such. Once per flow; ignored before the flow's first report (its samples
     /// decide then) and for flows not reported as encrypted.
-    pub fn on_resample(&mut self, s: &Sample, out: &mut Vec<Event>) {
+    pub fn on_resample<D: AsRef<[u8]>>(&mut self, s: &Sample<D>, out: &mut Vec<Event>) {
         self.stats.resamples += 1;
         // The kernel re-samples only flows its verdict calls encrypted: a quiet flow was
         // reported with that verdict; another reported flow with what deep parsing added.
@@ -506,7 +506,8 @@ impl<T: FlowTable> FlowTracker<T> {
         if !encrypted {
             return;
         }
-        let Some(plain) = deep::plaintext_mid_flow(&s.data, s.key.proto, s.payload_len) else {
+        let Some(plain) = deep::plaintext_mid_flow(s.data.as_ref(), s.key.proto, s.payload_len)
+        else {
             return;
         };
         self.stats.plaintext_after_encryption += 1;

@@ -85,33 +85,34 @@ impl Engine {
         self.stats[s as usize] += 1;
     }
 
-    /// Accounts one frame to its flow; pushes the notices, payload samples and re-samples the
-    /// kernel would have sent.
-    pub fn frame(
+    /// Accounts one frame to its flow; pushes the notices the kernel would have sent, and
+    /// returns its payload sample and re-sample (at most one of each), lending the frame's
+    /// bytes.
+    pub fn frame<'f>(
         &mut self,
-        frame: &Frame<'_>,
+        frame: &Frame<'f>,
         table: &mut FlowMap<FlowState>,
         notices: &mut Vec<FlowNotice>,
-        samples: &mut Vec<Sample>,
-        resamples: &mut Vec<Sample>,
-    ) {
+    ) -> Samples<'f> {
         self.count(Stat::Packets);
         let mut p = Parsed::default();
         let parsed = parse_frame(frame, &mut p).and_then(|()| decapsulate(frame, &mut p));
         match parsed {
-            Ok(()) => track(
-                frame,
-                &p,
-                table,
-                (notices, samples, resamples),
-                self.sample_budget,
-            ),
+            Ok(()) => return track(frame, &p, table, notices, self.sample_budget),
             Err(Skip::NonIp) => self.count(Stat::NonIp),
             Err(Skip::Fragment) => self.count(Stat::Fragments),
             Err(Skip::OtherTransport) => self.count(Stat::OtherTransport),
             Err(Skip::Malformed) => self.count(Stat::Malformed),
         }
+        Samples::default()
     }
+}
+
+/// What the kernel would have sent up of one frame's payload.
+#[derive(Default)]
+pub struct Samples<'f> {
+    pub sample: Option<Sample<&'f [u8]>>,
+    pub resample: Option<Sample<&'f [u8]>>,
 }
 
 fn parse_frame(frame: &Frame<'_>, out: &mut Parsed) -> Result<(), Skip> {
@@ -254,13 +255,14 @@ fn shift(mut q: Parsed, at: usize) -> Parsed {
 }
 
 /// The kernel's `track`, single-threaded: same counters, flags and classification steps.
-fn track(
-    frame: &Frame<'_>,
+fn track<'f>(
+    frame: &Frame<'f>,
     p: &Parsed,
     table: &mut FlowMap<FlowState>,
-    (notices, samples, resamples): (&mut Vec<FlowNotice>, &mut Vec<Sample>, &mut Vec<Sample>),
+    notices: &mut Vec<FlowNotice>,
     sample_budget: u32,
-) {
+) -> Samples<'f> {
+    let mut out = Samples::default();
     let now = frame.ts_ns;
     let side = usize::from(p.side & 1);
     let state = table.entry(p.key).or_insert_with(|| FlowState {
@@ -285,7 +287,7 @@ fn track(
         if resample_now {
             state.flags |= resample_bit(p.side);
         }
-        return;
+        return out;
     }
     let owed = state.flags & resample_bit(p.side) != 0;
     if state.flags & FLOW_VERDICT == 0 {
@@ -296,7 +298,7 @@ fn track(
     {
         state.flags &= !resample_bit(p.side);
         // The kernel's `resample`: the window's worth of this packet's first bytes.
-        resamples.push(Sample {
+        out.resample = Some(Sample {
             key: p.key,
             side: p.side,
             ifindex: 0,
@@ -304,7 +306,7 @@ fn track(
             offset: 0,
             ts_ns: now,
             payload_len: p.payload_len,
-            data: payload(frame, p, CLASSIFY_WINDOW).to_vec(),
+            data: payload(frame, p, CLASSIFY_WINDOW),
         });
     }
     // The kernel's `sample`: whole packets until the side's budget is spent, each cut to
@@ -314,7 +316,7 @@ fn track(
         let n = p.payload_len.min(sample_budget - done);
         state.sampled[side] = (done + n) as u16;
         let data = payload(frame, p, (n as usize).min(MAX_SAMPLE));
-        samples.push(Sample {
+        out.sample = Some(Sample {
             key: p.key,
             side: p.side,
             ifindex: 0,
@@ -322,9 +324,10 @@ fn track(
             offset: done,
             ts_ns: now,
             payload_len: p.payload_len,
-            data: data.to_vec(),
+            data,
         });
     }
+    out
 }
 
 /// Up to `n` of the packet's payload bytes, as captured.
@@ -516,32 +519,23 @@ pub fn analyze<W: Write>(
         if let Some(log) = &flow_log {
             tracker = tracker.with_records(log.interval());
         }
-        let (mut notices, mut samples, mut events) = (Vec::new(), Vec::new(), Vec::new());
-        let mut resamples = Vec::new();
+        let (mut notices, mut events) = (Vec::new(), Vec::new());
         let (mut next_tick, mut next_sweep) = (0u64, 0u64);
         let mut write_error = None;
         let stats = read_capture(path, |frame| {
-            engine.frame(
-                frame,
-                tracker.table_mut(),
-                &mut notices,
-                &mut samples,
-                &mut resamples,
-            );
+            let payload = engine.frame(frame, tracker.table_mut(), &mut notices);
             // Live, the kernel queues a packet's notice before its sample. Iterated and
             // cleared rather than drained: most frames bring none, and a `Drain` costs a call.
             for n in &notices {
                 tracker.on_notice(n, frame.ts_ns, &mut events);
             }
             notices.clear();
-            for s in &samples {
+            if let Some(s) = &payload.sample {
                 tracker.on_sample(s, &mut events);
             }
-            samples.clear();
-            for s in &resamples {
+            if let Some(s) = &payload.resample {
                 tracker.on_resample(s, &mut events);
             }
-            resamples.clear();
             tracker.flush_pending(frame.ts_ns, &mut events);
             if frame.ts_ns >= next_tick {
                 tracker.end_closed(frame.ts_ns, &mut events);

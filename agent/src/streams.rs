@@ -70,17 +70,18 @@ impl SideStream {
         !self.cut && self.sampled < budget
     }
 
-    fn add(&mut self, tcp: bool, s: &Sample) {
+    fn add<D: AsRef<[u8]>>(&mut self, tcp: bool, s: &Sample<D>) {
         self.sampled = self
             .sampled
             .max(u64::from(s.offset) + u64::from(s.payload_len));
         if s.offset == 0 {
             self.first_len = s.payload_len;
         }
+        let data = s.data.as_ref();
         if !tcp {
             if self.datagrams.len() < MAX_DATAGRAMS {
                 let start = self.bytes.len();
-                self.bytes.extend_from_slice(&s.data);
+                self.bytes.extend_from_slice(data);
                 self.datagrams.push((start, self.bytes.len()));
             }
             return;
@@ -91,12 +92,12 @@ impl SideStream {
         if pos > u32::MAX as usize / 2 {
             return;
         }
-        let whole = s.data.len() as u32 == s.payload_len;
+        let whole = data.len() as u32 == s.payload_len;
         if pos <= self.bytes.len() {
-            self.append(pos, &s.data, whole);
+            self.append(pos, data, whole);
             self.drain_held();
         } else if self.held.len() < MAX_HELD_SEGMENTS && whole {
-            self.held.push((pos, s.data.clone()));
+            self.held.push((pos, data.to_vec()));
         }
     }
 
@@ -137,7 +138,7 @@ impl Streams {
         }
     }
 
-    pub fn add(&mut self, s: &Sample) {
+    pub fn add<D: AsRef<[u8]>>(&mut self, s: &Sample<D>) {
         let tcp = self.tcp;
         self.sides[usize::from(s.side & 1)].add(tcp, s);
     }
