@@ -474,23 +474,92 @@ fn skipped_packets_are_counted_not_tracked() {
     assert_eq!(st.payload_packets.iter().sum::<u8>(), 2);
 }
 
+/// CLOCK_MONOTONIC, the clock the programs read (`bpf_ktime_get_ns` and its coarse variant).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the timespec passed.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A flow's start is read from the precise clock; its verdict, reached by the decide program
+/// the observer hands the packet to, from the tick's, but never before the start. A flow judged
+/// on the packet that created it takes that packet's precise reading.
+#[test]
+fn verdict_times_follow_the_flow_start() {
+    if !require_root("verdict_times_follow_the_flow_start") {
+        return;
+    }
+    for program in ["tc_ingress", "xdp_ingress"] {
+        let mut k = Kernel::load();
+        let before = monotonic_ns();
+        let c = (CLIENT, 41000);
+        let s = (SERVER, 8080);
+        for packet in [
+            tcp4(c, s, "S", &[]),
+            tcp4(s, c, "SA", &[]),
+            tcp4(c, s, "A", &[]),
+            tcp4(c, s, "PA", HTTP_REQUEST),
+        ] {
+            k.run(program, &packet);
+        }
+        let dns = udp4((CLIENT, 53001), (SERVER, 53), &hex(DNS_QUERY_HEX));
+        k.run(program, &dns);
+        let after = monotonic_ns();
+
+        let (web, _) = key4(IPPROTO_TCP, c, s);
+        let st = k.flow(&web).expect("the TCP flow");
+        assert_eq!(Protocol::from_u8(st.protocol), Protocol::Http, "{program}");
+        assert!(
+            before <= st.first_ns && st.first_ns <= st.verdict_ns && st.verdict_ns <= after,
+            "{program}: {before} <= start {} <= verdict {} <= {after}",
+            st.first_ns,
+            st.verdict_ns
+        );
+        let (resolver, _) = key4(IPPROTO_UDP, (CLIENT, 53001), (SERVER, 53));
+        let q = k.flow(&resolver).expect("the DNS flow");
+        assert_eq!(Protocol::from_u8(q.protocol), Protocol::Dns, "{program}");
+        assert_eq!(
+            q.verdict_ns, q.first_ns,
+            "{program}: judged on the packet that created it"
+        );
+        assert!(q.first_ns >= st.first_ns && q.first_ns <= after);
+
+        let notices: Vec<_> = k
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                KernelEvent::Notice(n) if n.kind == KIND_VERDICT => Some(n),
+                _ => None,
+            })
+            .collect();
+        for (key, state) in [(web, &st), (resolver, &q)] {
+            let n = notices
+                .iter()
+                .find(|n| n.key == key)
+                .expect("a verdict notice");
+            assert_eq!(n.ts_ns, state.verdict_ns, "{program}: the notice's time");
+        }
+        assert_eq!(k.stat(Stat::EnforceUnreachable), 0, "{program}");
+    }
+}
+
+/// `AAAA? www.example.com.` as a Linux resolver sends it.
+const DNS_QUERY_HEX: &str = "bc1f0100000100000000000003777777076578616d706c6503636f6d00001c0001";
+
 #[test]
 fn dns_query_over_udp_is_plaintext_dns() {
     if !require_root("dns_query_over_udp_is_plaintext_dns") {
         return;
     }
     let mut k = Kernel::load();
-    // `AAAA? www.example.com.` as a Linux resolver sends it.
-    let query: Vec<u8> = (0..33)
-        .map(|i| {
-            u8::from_str_radix(
-                &"bc1f0100000100000000000003777777076578616d706c6503636f6d00001c0001"
-                    [2 * i..2 * i + 2],
-                16,
-            )
-            .expect("hex")
-        })
-        .collect();
+    let query = hex(DNS_QUERY_HEX);
     let mut pkt = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(CLIENT.octets(), SERVER.octets(), 64)
