@@ -26,6 +26,8 @@ pub struct Options {
     pub rounds: usize,
     /// New flows per round for the first-payload cases (one run each).
     pub new_flows: u32,
+    /// The attach modes to measure, by name (`tc`, `xdp`).
+    pub modes: Vec<String>,
 }
 
 /// An attach mode: the observer program and the empty program of its type.
@@ -63,7 +65,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
     let mut results = Vec::new();
     let mut verifier = Value::Null;
     let mut flow_seq = 0u32;
-    for mode in &MODES {
+    for mode in MODES
+        .iter()
+        .filter(|m| opts.modes.iter().any(|n| n == m.name))
+    {
         // Loaded afresh for each mode: every mode starts from an empty flow table, as full at
         // the end as the other's, so their new-flow costs compare (a fuller table has longer
         // hash chains to walk).

@@ -29,6 +29,9 @@ enum Command {
         rounds: usize,
         #[arg(long, default_value_t = 2000)]
         new_flows: u32,
+        /// Attach modes to measure (comma-separated: tc, xdp), e.g. one alone under `perf`.
+        #[arg(long, value_delimiter = ',', default_values_t = ["tc".to_string(), "xdp".to_string()])]
+        modes: Vec<String>,
     },
     /// Kernel bytes per flow entry and new-flow cost, for flow tables of these sizes.
     FlowTable {
@@ -78,10 +81,12 @@ fn main() -> anyhow::Result<()> {
             repeat,
             rounds,
             new_flows,
+            modes,
         } => kernel::run(&kernel::Options {
             repeat,
             rounds,
             new_flows,
+            modes,
         })?,
         Command::FlowTable { sizes } => scale::kernel_table(&sizes)?,
         Command::AgentMemory { agent, flows } => scale::agent_memory(&agent, &flows)?,
