@@ -15,7 +15,9 @@ use sealwatch_inspect::{
     tls::{TlsDetails, inspect_dtls, inspect_tls},
 };
 
-use crate::streams::Streams;
+use std::cell::Cell;
+
+use crate::streams::{SideStream, Streams};
 
 /// Bytes the kernel classifier sees of a side's first payload.
 const WINDOW: usize = sealwatch_common::CLASSIFY_WINDOW;
@@ -109,6 +111,46 @@ pub const fn may_upgrade(p: Protocol) -> bool {
     )
 }
 
+/// What [`examine`] concluded from one side's first bytes, kept with them (in the side's
+/// [`SideStream`]): a flow held for more bytes is examined again on every sample, and by then
+/// its sides' first bytes seldom change. What a conclusion reads ([`first_bytes`]) only grows,
+/// so one drawn from `n` bytes holds for as long as there are still exactly `n`.
+#[derive(Debug, Default, Clone)]
+pub struct SideMemo {
+    /// [`classify_services`] over the side's first message, and (its length, the bytes of it
+    /// there were).
+    service: Cell<Option<((u32, usize), Verdict)>>,
+    /// [`classify_payload`] over the first window of a TCP side, and the length it saw.
+    named: Cell<Option<(usize, Verdict)>>,
+    /// [`judge_unnamed`] over the side's first window, and the length it saw.
+    judged: Cell<Option<(usize, Verdict)>>,
+    /// Datagrams at the start of the side that are not DTLS (none before them is).
+    not_dtls: Cell<usize>,
+}
+
+impl SideMemo {
+    fn judged_at(&self, len: usize) -> bool {
+        self.judged.get().is_some_and(|(at, _)| at == len)
+    }
+}
+
+/// `f`'s answer for a side whose bytes measure `len`, from `cell` if it was asked at that
+/// length.
+fn memo<L: Copy + PartialEq>(
+    cell: &Cell<Option<(L, Verdict)>>,
+    len: L,
+    f: impl FnOnce() -> Verdict,
+) -> Verdict {
+    if let Some((at, v)) = cell.get()
+        && at == len
+    {
+        return v;
+    }
+    let v = f();
+    cell.set(Some((len, v)));
+    v
+}
+
 /// Examines a flow. `client` is the flow-key side of the client; `budget` the per-side sample
 /// size (a side that reached it will not grow).
 pub fn examine(
@@ -188,8 +230,11 @@ pub fn examine(
     let mut split = false;
     if kernel.protocol == Protocol::Unknown && proto == IPPROTO_TCP {
         let named = [cs, ss].iter().find_map(|s| {
-            let (window, len) = first_window(s, proto)?;
-            let v = classify_payload(&window, &Context::tcp(len, true));
+            let v = memo(&s.memo().named, first_bytes(s, proto).len(), || {
+                first_window(s, proto).map_or(Verdict::UNKNOWN, |(window, len)| {
+                    classify_payload(&window, &Context::tcp(len, true))
+                })
+            });
             v.is_known().then_some(v)
         });
         match named {
@@ -209,18 +254,18 @@ pub fn examine(
     }
     if kernel.protocol == Protocol::Unknown {
         // Nothing named either side: judge each side's first bytes.
-        let judged = [cs, ss]
-            .iter()
-            .filter_map(|s| first_window(s, proto))
-            .map(|(window, len)| {
-                let ctx = Context {
-                    transport: proto,
-                    payload_len: len,
-                    start_seen: true,
-                };
-                judge_unnamed(&window, &ctx)
-            })
-            .fold(Verdict::UNKNOWN, Verdict::merge_unnamed);
+        // Either side judged plaintext makes the flow so: a side already judged at its
+        // length goes first, and the other is judged only if it can still matter.
+        let mut sides = [cs, ss];
+        sides.sort_by_key(|s| !s.memo().judged_at(first_bytes(s, proto).len()));
+        let mut judged = Verdict::UNKNOWN;
+        for s in sides.iter().filter(|s| !s.is_empty()) {
+            if judged.encryption == Encryption::Plaintext {
+                break;
+            }
+            let len = first_bytes(s, proto).len();
+            judged = judged.merge_unnamed(memo(&s.memo().judged, len, || judge_first(s, proto)));
+        }
         f.encryption = judged.encryption;
         if f.encryption == Encryption::Encrypted
             && [cs, ss].iter().any(|s| first_packet_framed(s, proto))
@@ -278,13 +323,7 @@ pub fn examine(
             // STUN (or anything unnamed) first, then DTLS on the same 5-tuple. Every datagram
             // counts, each side's first too: the kernel names the flow from whichever side
             // spoke first, so the other side's first datagram may be the DTLS one.
-            let dtls = [cs, ss].iter().any(|s| {
-                s.datagrams().any(|d| {
-                    let ctx = Context::udp(d.len() as u32);
-                    let w = window_of(d);
-                    classify_payload(&w, &ctx).protocol == Protocol::Dtls
-                })
-            });
+            let dtls = [cs, ss].iter().any(|s| starts_dtls(s));
             if dtls {
                 f.protocol = Protocol::Dtls;
                 f.encryption = Encryption::Encrypted;
@@ -306,41 +345,73 @@ pub fn examine(
 /// that first spoke after the other had given up (`UNKNOWN_AFTER_PAYLOAD_PACKETS`). What it
 /// left unnamed may still be a database, mail, directory, cache, queue, management or VPN
 /// protocol.
-fn name_service(
-    cs: &crate::streams::SideStream,
-    ss: &crate::streams::SideStream,
-    proto: u8,
-) -> Option<Verdict> {
+fn name_service(cs: &SideStream, ss: &SideStream, proto: u8) -> Option<Verdict> {
     [cs, ss].iter().find_map(|s| {
         let (len, bytes) = s.first_message()?;
+        let v = memo(&s.memo().service, (len, bytes.len()), || {
+            let ctx = Context {
+                transport: proto,
+                payload_len: len,
+                start_seen: true,
+            };
+            classify_services(&window_of(bytes), &ctx)
+        });
+        v.is_known().then_some(v)
+    })
+}
+
+/// [`judge_unnamed`] over a side's first payload (a side with none is `UNKNOWN`).
+fn judge_first(s: &SideStream, proto: u8) -> Verdict {
+    first_window(s, proto).map_or(Verdict::UNKNOWN, |(window, len)| {
         let ctx = Context {
             transport: proto,
             payload_len: len,
             start_seen: true,
         };
-        let v = classify_services(&window_of(bytes), &ctx);
-        v.is_known().then_some(v)
+        judge_unnamed(&window, &ctx)
     })
+}
+
+/// Whether any of a side's datagrams is DTLS. Datagrams only arrive, so each is classified
+/// once: later calls start after those already found not to be.
+fn starts_dtls(s: &SideStream) -> bool {
+    let checked = s.memo().not_dtls.get();
+    let mut not_dtls = checked;
+    for d in s.datagrams().skip(checked) {
+        let ctx = Context::udp(d.len() as u32);
+        if classify_payload(&window_of(d), &ctx).protocol == Protocol::Dtls {
+            s.memo().not_dtls.set(not_dtls);
+            return true;
+        }
+        not_dtls += 1;
+    }
+    s.memo().not_dtls.set(not_dtls);
+    false
 }
 
 /// A side's first payload as the kernel's classifier window, and its length.
 /// For TCP the stream's first bytes (a first packet of a few bytes says little), for
 /// datagrams the first one.
-fn first_window(s: &crate::streams::SideStream, proto: u8) -> Option<([u8; WINDOW], u32)> {
-    let first = if proto == IPPROTO_TCP {
-        s.bytes()
-    } else {
-        s.first_message()?.1
-    };
+fn first_window(s: &SideStream, proto: u8) -> Option<([u8; WINDOW], u32)> {
+    let first = first_bytes(s, proto);
     if first.is_empty() {
         return None;
     }
     Some((window_of(first), first.len() as u32))
 }
 
+/// The bytes [`first_window`] reads: all of a TCP side, a datagram side's first datagram.
+fn first_bytes(s: &SideStream, proto: u8) -> &[u8] {
+    if proto == IPPROTO_TCP {
+        s.bytes()
+    } else {
+        s.first_message().map_or(&[], |(_, first)| first)
+    }
+}
+
 /// A TCP side whose first packet starts with a length field matching it shows its framing in
 /// the clear (see `framed_in_clear`): the judgement over the joined stream cannot see that.
-fn first_packet_framed(s: &crate::streams::SideStream, proto: u8) -> bool {
+fn first_packet_framed(s: &SideStream, proto: u8) -> bool {
     proto == IPPROTO_TCP
         && s.first_packet()
             .is_some_and(|(len, bytes)| framed_in_clear(&window_of(bytes), len))
@@ -621,5 +692,104 @@ mod tests {
         );
         // Too short to call text.
         assert_eq!(plaintext_mid_flow(b"ok\n", IPPROTO_TCP, 3), None);
+    }
+
+    /// Feeds `packets` (side, bytes) one by one and examines after each: a flow examined all
+    /// along (its memo warm) must read exactly as one examined once over the same bytes.
+    fn examined_as_fresh(tcp: bool, kernel: Verdict, packets: &[(u8, &[u8])]) -> Findings {
+        let proto = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+        let sample = |i: usize| {
+            let (side, data) = packets[i];
+            let offset: usize = packets[..i]
+                .iter()
+                .filter(|(s, _)| *s == side)
+                .map(|(_, d)| d.len())
+                .sum();
+            Sample {
+                key: FlowKey::default(),
+                side,
+                ifindex: 0,
+                seq: 1000 + offset as u32,
+                offset: offset as u32,
+                ts_ns: 0,
+                payload_len: data.len() as u32,
+                data: data.to_vec(),
+            }
+        };
+        let mut warm = Streams::new(tcp);
+        let mut last = None;
+        for i in 0..packets.len() {
+            warm.add(&sample(i));
+            let mut fresh = Streams::new(tcp);
+            for j in 0..=i {
+                fresh.add(&sample(j));
+            }
+            let seen = examine(proto, kernel, &warm, 0, 2048);
+            assert_eq!(
+                seen,
+                examine(proto, kernel, &fresh, 0, 2048),
+                "after packet {i}"
+            );
+            last = Some(seen.0);
+        }
+        last.expect("packets")
+    }
+
+    #[test]
+    fn a_flow_examined_on_every_sample_reads_as_one_examined_once() {
+        let stun: &[u8] = &[
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let mut dtls = vec![
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x8c, 0x01, 0, 0, 0x80, 0, 0, 0, 0, 0, 0,
+            0, 0x80, 0xfe, 0xfd,
+        ];
+        dtls.resize(0x8c + 13, 0x55);
+        // DTLS after a few STUN checks each way: found on the datagram that brings it.
+        let stun_v = Verdict::new(Protocol::Stun, Encryption::Plaintext);
+        let f = examined_as_fresh(
+            false,
+            stun_v,
+            &[(0, stun), (1, stun), (0, stun), (1, stun), (0, &dtls)],
+        );
+        assert_eq!(
+            (f.protocol, f.encryption),
+            (Protocol::Dtls, Encryption::Encrypted)
+        );
+
+        // Unnamed TCP: random-looking bytes from the server, then a client whose first message
+        // comes in tiny pieces and turns out to be HTTP.
+        let noise: Vec<u8> = (0u32..200)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let f = examined_as_fresh(
+            true,
+            Verdict::UNKNOWN,
+            &[
+                (1, &noise[..90]),
+                (0, b"GE"),
+                (0, b"T /i"),
+                (1, &noise[90..]),
+                (0, b"ndex.html HTTP/1.1\r\nHost: a\r\n\r\n"),
+            ],
+        );
+        assert_eq!(
+            (f.protocol, f.encryption),
+            (Protocol::Http, Encryption::Plaintext)
+        );
+
+        // Unnamed on both sides: each side's judgement follows its bytes as they grow.
+        let text: &[u8] = b"HELLO this is a readable protocol message\r\n";
+        let f = examined_as_fresh(
+            true,
+            Verdict::UNKNOWN,
+            &[
+                (1, &noise[..40]),
+                (0, &noise[40..120]),
+                (1, text),
+                (0, text),
+            ],
+        );
+        assert_eq!(f.protocol, Protocol::Unknown);
     }
 }

@@ -3,7 +3,7 @@
 //! (TLS handshakes, STARTTLS) reads these instead of single packets, so a ClientHello split
 //! over two segments reads as one.
 
-use crate::events::Sample;
+use crate::{deep::SideMemo, events::Sample};
 
 /// Out-of-order TCP segments kept while waiting for the gap before them to fill.
 const MAX_HELD_SEGMENTS: usize = 8;
@@ -28,6 +28,8 @@ pub struct SideStream {
     cut: bool,
     /// Payload length of the side's first sampled packet.
     first_len: u32,
+    /// What deep parsing concluded from these bytes so far.
+    memo: SideMemo,
 }
 
 impl SideStream {
@@ -41,6 +43,10 @@ impl SideStream {
         self.datagrams
             .iter()
             .filter_map(|&(start, end)| self.bytes.get(start..end))
+    }
+
+    pub fn memo(&self) -> &SideMemo {
+        &self.memo
     }
 
     pub fn is_empty(&self) -> bool {
