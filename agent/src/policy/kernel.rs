@@ -127,7 +127,7 @@ pub const MAX_POLICY_PORTS: usize = (MAX_PORT_ENTRIES / 2) as usize;
 /// Compiles `policy` (its mode already decided). The file parser keeps exclusions, networks and
 /// ports within what the kernel holds; anything beyond is cut, which `parse` never lets by.
 pub fn compile(policy: &Policy) -> Compiled {
-    let f = &policy.file;
+    let f = policy.file();
     let mut k = KernelPolicy {
         enforce: u8::from(f.mode == Mode::Enforce),
         north_south: u8::from(f.enforce_north_south),

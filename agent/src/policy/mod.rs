@@ -86,8 +86,11 @@ pub const BUILTIN_EXCLUSIONS: usize = 10;
 /// A policy file plus the built-in exclusions.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub file: PolicyFile,
+    file: PolicyFile,
     builtin: Vec<Exclusion>,
+    /// How events name each exclusion ([`Policy::exclusions`] order), written once: a flow
+    /// excluded by one names it in its event.
+    names: Vec<String>,
 }
 
 impl Default for Policy {
@@ -98,10 +101,18 @@ impl Default for Policy {
 
 impl Policy {
     pub fn new(file: PolicyFile) -> Policy {
+        let builtin = builtin_exclusions();
+        let names = builtin.iter().chain(&file.exclusions).map(describe).collect();
         Policy {
             file,
-            builtin: builtin_exclusions(),
+            builtin,
+            names,
         }
+    }
+
+    /// The policy file as read (and `mode` as the command line set it).
+    pub fn file(&self) -> &PolicyFile {
+        &self.file
     }
 
     pub fn mode(&self) -> Mode {
@@ -124,18 +135,16 @@ impl Policy {
 
     /// How events name exclusion number `index` (see [`Policy::exclusions`]).
     pub fn exclusion_name(&self, index: usize) -> Option<String> {
-        self.exclusions().nth(index).map(describe)
+        self.names.get(index).cloned()
     }
 
     pub fn decide(&self, f: &Facts<'_>) -> Decision {
         let inside = |ip: IpAddr| self.file.internal_cidrs.iter().any(|c| c.contains(ip));
         let east_west = inside(f.client) && inside(f.server);
         let excluded_by = self
-            .builtin
-            .iter()
-            .chain(&self.file.exclusions)
-            .find(|x| matches(x, f))
-            .map(describe);
+            .exclusions()
+            .position(|x| matches(x, f))
+            .and_then(|i| self.exclusion_name(i));
         let min = self.file.require.min_tls_version;
         let below_min_tls = f
             .tls_version
