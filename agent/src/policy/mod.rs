@@ -102,7 +102,11 @@ impl Default for Policy {
 impl Policy {
     pub fn new(file: PolicyFile) -> Policy {
         let builtin = builtin_exclusions();
-        let names = builtin.iter().chain(&file.exclusions).map(describe).collect();
+        let names = builtin
+            .iter()
+            .chain(&file.exclusions)
+            .map(describe)
+            .collect();
         Policy {
             file,
             builtin,
