@@ -525,22 +525,42 @@ mod tests {
     fn streams(tcp: bool, sides: [&[&[u8]]; 2]) -> Streams {
         let mut s = Streams::new(tcp);
         for (side, packets) in sides.iter().enumerate() {
-            let mut offset = 0u32;
+            let mut offset = 0;
             for p in packets.iter() {
-                s.add(&Sample {
-                    key: FlowKey::default(),
-                    side: side as u8,
-                    ifindex: 0,
-                    seq: 1000 + offset,
-                    offset,
-                    ts_ns: 0,
-                    payload_len: p.len() as u32,
-                    data: p.to_vec(),
-                });
-                offset += p.len() as u32;
+                s.add(&sample(side as u8, offset, p));
+                offset += p.len();
             }
         }
         s
+    }
+
+    /// A STUN binding request.
+    const STUN_BINDING: &[u8] = &[
+        0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+    ];
+
+    /// A DTLS 1.2 ClientHello record, its body filler.
+    fn dtls_client_hello() -> Vec<u8> {
+        let mut dtls = vec![
+            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x8c, 0x01, 0, 0, 0x80, 0, 0, 0, 0, 0, 0,
+            0, 0x80, 0xfe, 0xfd,
+        ];
+        dtls.resize(0x8c + 13, 0x55);
+        dtls
+    }
+
+    /// A sample of `data` at `offset` in `side`'s stream (sequence numbers from 1000).
+    fn sample(side: u8, offset: usize, data: &[u8]) -> Sample {
+        Sample {
+            key: FlowKey::default(),
+            side,
+            ifindex: 0,
+            seq: 1000 + offset as u32,
+            offset: offset as u32,
+            ts_ns: 0,
+            payload_len: data.len() as u32,
+            data: data.to_vec(),
+        }
     }
 
     fn smtp() -> Verdict {
@@ -627,15 +647,7 @@ mod tests {
 
     #[test]
     fn stun_then_dtls_is_dtls() {
-        // STUN binding request, then a DTLS 1.2 ClientHello record header.
-        let stun: &[u8] = &[
-            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        ];
-        let mut dtls = vec![
-            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x8c, 0x01, 0, 0, 0x80, 0, 0, 0, 0, 0, 0,
-            0, 0x80, 0xfe, 0xfd,
-        ];
-        dtls.resize(0x8c + 13, 0x55);
+        let (stun, dtls) = (STUN_BINDING, dtls_client_hello());
         let s = streams(false, [&[stun, &dtls], &[stun]]);
         let v = Verdict::new(Protocol::Stun, Encryption::Plaintext);
         let (f, settled) = examine(IPPROTO_UDP, v, &s, 0, 2048);
@@ -698,31 +710,22 @@ mod tests {
     /// along (its memo warm) must read exactly as one examined once over the same bytes.
     fn examined_as_fresh(tcp: bool, kernel: Verdict, packets: &[(u8, &[u8])]) -> Findings {
         let proto = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-        let sample = |i: usize| {
+        let nth = |i: usize| {
             let (side, data) = packets[i];
-            let offset: usize = packets[..i]
+            let offset = packets[..i]
                 .iter()
                 .filter(|(s, _)| *s == side)
                 .map(|(_, d)| d.len())
                 .sum();
-            Sample {
-                key: FlowKey::default(),
-                side,
-                ifindex: 0,
-                seq: 1000 + offset as u32,
-                offset: offset as u32,
-                ts_ns: 0,
-                payload_len: data.len() as u32,
-                data: data.to_vec(),
-            }
+            sample(side, offset, data)
         };
         let mut warm = Streams::new(tcp);
         let mut last = None;
         for i in 0..packets.len() {
-            warm.add(&sample(i));
+            warm.add(&nth(i));
             let mut fresh = Streams::new(tcp);
             for j in 0..=i {
-                fresh.add(&sample(j));
+                fresh.add(&nth(j));
             }
             let seen = examine(proto, kernel, &warm, 0, 2048);
             assert_eq!(
@@ -737,14 +740,7 @@ mod tests {
 
     #[test]
     fn a_flow_examined_on_every_sample_reads_as_one_examined_once() {
-        let stun: &[u8] = &[
-            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        ];
-        let mut dtls = vec![
-            0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x8c, 0x01, 0, 0, 0x80, 0, 0, 0, 0, 0, 0,
-            0, 0x80, 0xfe, 0xfd,
-        ];
-        dtls.resize(0x8c + 13, 0x55);
+        let (stun, dtls) = (STUN_BINDING, dtls_client_hello());
         // DTLS after a few STUN checks each way: found on the datagram that brings it.
         let stun_v = Verdict::new(Protocol::Stun, Encryption::Plaintext);
         let f = examined_as_fresh(
