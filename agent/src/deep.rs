@@ -323,7 +323,7 @@ pub fn examine(
             // STUN (or anything unnamed) first, then DTLS on the same 5-tuple. Every datagram
             // counts, each side's first too: the kernel names the flow from whichever side
             // spoke first, so the other side's first datagram may be the DTLS one.
-            let dtls = [cs, ss].iter().any(|s| starts_dtls(s));
+            let dtls = [cs, ss].iter().any(|s| has_dtls_datagram(s));
             if dtls {
                 f.protocol = Protocol::Dtls;
                 f.encryption = Encryption::Encrypted;
@@ -374,19 +374,15 @@ fn judge_first(s: &SideStream, proto: u8) -> Verdict {
 
 /// Whether any of a side's datagrams is DTLS. Datagrams only arrive, so each is classified
 /// once: later calls start after those already found not to be.
-fn starts_dtls(s: &SideStream) -> bool {
+fn has_dtls_datagram(s: &SideStream) -> bool {
     let checked = s.memo().not_dtls.get();
-    let mut not_dtls = checked;
-    for d in s.datagrams().skip(checked) {
-        let ctx = Context::udp(d.len() as u32);
-        if classify_payload(&window_of(d), &ctx).protocol == Protocol::Dtls {
-            s.memo().not_dtls.set(not_dtls);
-            return true;
-        }
-        not_dtls += 1;
-    }
-    s.memo().not_dtls.set(not_dtls);
-    false
+    let is_dtls = |d: &[u8]| {
+        classify_payload(&window_of(d), &Context::udp(d.len() as u32)).protocol == Protocol::Dtls
+    };
+    let found = s.datagrams().skip(checked).position(is_dtls);
+    let total = s.datagrams().count();
+    s.memo().not_dtls.set(found.map_or(total, |i| checked + i));
+    found.is_some()
 }
 
 /// A side's first payload as the kernel's classifier window, and its length.
