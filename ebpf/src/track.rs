@@ -3,6 +3,7 @@
 
 use core::{
     ffi::c_void,
+    mem::{MaybeUninit, size_of},
     ptr::{addr_of, addr_of_mut},
 };
 
@@ -163,18 +164,27 @@ fn sample_limit() -> u32 {
 #[inline(never)]
 fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState, Stat> {
     let first_ns = precise_now();
-    let state = FlowState {
-        first_ns,
-        last_ns: first_ns,
-        local_cookie,
-        local_side: p.side,
-        ifindex: seen.ifindex,
-        client_side: client_side(p.side, p.tcp_flags, p.sport, p.dport),
-        ..FlowState::default()
-    };
+    let mut state = MaybeUninit::<FlowState>::uninit();
+    let s = state.as_mut_ptr();
+    // Zeroed a word at a time with volatile stores: LLVM merges plain zero stores (as
+    // `..FlowState::default()` writes them) into a `memset` that BPF lowers to a call doing
+    // one byte at a time, about 200 instructions on every new flow where these are 11.
+    for i in 0..size_of::<FlowState>() / 8 {
+        // SAFETY: `FlowState` is plain data of whole 8-byte words, 8-byte aligned.
+        unsafe { s.cast::<u64>().add(i).write_volatile(0) };
+    }
+    // SAFETY: every byte was just written; written in place, not moved, to keep the stack
+    // small.
+    let state = unsafe { state.assume_init_mut() };
+    state.first_ns = first_ns;
+    state.last_ns = first_ns;
+    state.local_cookie = local_cookie;
+    state.local_side = p.side;
+    state.ifindex = seen.ifindex;
+    state.client_side = client_side(p.side, p.tcp_flags, p.sport, p.dport);
     // NOEXIST: another CPU may have created it meanwhile; then use theirs.
     if FLOWS
-        .insert(&p.key, &state, u64::from(BPF_NOEXIST))
+        .insert(&p.key, &*state, u64::from(BPF_NOEXIST))
         .is_err()
     {
         count(Stat::FlowInsertFailed);
