@@ -311,8 +311,12 @@ fn server_hello<P: Packet>(pkt: &P, p: &Parsed, out: &mut [u16; 2]) -> bool {
 #[inline(always)]
 fn read_server_hello<P: Packet>(pkt: &P, p: &Parsed) -> Option<(u16, u16)> {
     let base = p.payload_off;
-    let mut head = [0u8; 6];
-    load(pkt, base, &mut head)?;
+    // Zeroed as one word: `[0u8; 6]` is zeroed through a `memset` call, which BPF lowers to a
+    // loop storing a byte at a time.
+    let mut word = 0u64;
+    // SAFETY: a `u64` is 8 initialised bytes, aligned for a `[u8; 6]`.
+    let head = unsafe { &mut *(&raw mut word).cast::<[u8; 6]>() };
+    load(pkt, base, head)?;
     if head[0] != TLS_HANDSHAKE || head[5] != SERVER_HELLO {
         return None;
     }

@@ -165,14 +165,10 @@ fn sample_limit() -> u32 {
 fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState, Stat> {
     let first_ns = precise_now();
     let mut state = MaybeUninit::<FlowState>::uninit();
-    let s = state.as_mut_ptr();
-    // Zeroed a word at a time with volatile stores: LLVM merges plain zero stores (as
-    // `..FlowState::default()` writes them) into a `memset` that BPF lowers to a call doing
-    // one byte at a time, about 200 instructions on every new flow where these are 11.
-    for i in 0..size_of::<FlowState>() / 8 {
-        // SAFETY: `FlowState` is plain data of whole 8-byte words, 8-byte aligned.
-        unsafe { s.cast::<u64>().add(i).write_volatile(0) };
-    }
+    // Zeroed in place rather than built from `..FlowState::default()`, whose zero fields LLVM
+    // merges into a byte-loop `memset` call.
+    // SAFETY: `FlowState` is plain data of whole 8-byte words, 8-byte aligned.
+    unsafe { zero_words(state.as_mut_ptr().cast(), size_of::<FlowState>() / 8) };
     // SAFETY: every byte was just written; written in place, not moved, to keep the stack
     // small.
     let state = unsafe { state.assume_init_mut() };
@@ -301,19 +297,29 @@ fn set_verdict(state: &mut FlowState, v: Verdict, now_ns: u64) -> bool {
     true
 }
 
+/// Zeroes `words` 8-byte words from `dst`, one store each. Volatile, so LLVM cannot merge them
+/// into a `memset`, which the BPF target lowers to a call of a loop storing a byte at a time
+/// (about 200 instructions for a flow entry, where this takes 11).
+///
+/// # Safety
+/// `dst` must be valid for writes of `words` words and 8-byte aligned.
+#[inline(always)]
+pub unsafe fn zero_words(dst: *mut u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: per the contract.
+        unsafe { dst.add(i).write_volatile(0) };
+    }
+}
+
 /// The packet's first payload bytes, zero-padded, in this CPU's window (the classifier reads
 /// all of it; a stack temporary of 64 bytes is what the map saves).
 #[inline(always)]
 pub fn load_window<P: Packet>(pkt: &P, p: &Parsed) -> Option<&'static [u8; CLASSIFY_WINDOW]> {
     let window = WINDOW.get_ptr_mut(0)?;
-    // The window is reused: zero it in place, a word at a time (`write_bytes` becomes a byte
-    // loop on BPF).
-    let words = window.cast::<u64>();
-    for i in 0..CLASSIFY_WINDOW / 8 {
-        // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long; map values
-        // are 8-byte aligned.
-        unsafe { words.add(i).write_volatile(0) };
-    }
+    // The window is reused: zeroed in place.
+    // SAFETY: this CPU's slot of a per-CPU array, CLASSIFY_WINDOW bytes long; map values are
+    // 8-byte aligned.
+    unsafe { zero_words(window.cast(), CLASSIFY_WINDOW / 8) };
     let mut n = p.payload_len;
     if n > CLASSIFY_WINDOW as u32 {
         n = CLASSIFY_WINDOW as u32;
