@@ -57,6 +57,13 @@ const MODES: [Mode; 2] = [
 ];
 
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 201, 0, 1), 8080);
+/// The key the floor programs look up: any 40 bytes hash alike.
+const FLOOR_KEY: [i32; 5] = [0x0a00_0001, 0x0a00_0002, 0x3039_01bb, 0x0406, 0];
+const _: () = assert!(
+    sys::FLOOR_KEY == std::mem::size_of::<FlowKey>()
+        && sys::FLOOR_VALUE == std::mem::size_of::<FlowState>()
+);
+
 const DNS_SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 201, 0, 53), 53);
 /// A full-size segment of an established flow.
 const BULK: usize = 1400;
@@ -72,12 +79,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         // Loaded afresh for each mode: every mode starts from an empty flow table, as full at
         // the end as the other's, so their new-flow costs compare (a fuller table has longer
         // hash chains to walk).
+        // Room for every flow the rounds create (two per new-flow step: the DNS and the TCP
+        // flow), so none is evicted mid-measure.
+        let capacity = (opts.new_flows * 2 * opts.rounds as u32 + 1024).next_power_of_two();
         let mut programs = Programs::load(
             LoadOptions {
                 sample_bytes: sealwatch_common::DEFAULT_SAMPLE_BYTES,
-                // Room for every flow the rounds create (two per new-flow step: the DNS and
-                // the TCP flow), so none is evicted mid-measure.
-                flow_capacity: (opts.new_flows * 2 * opts.rounds as u32 + 1024).next_power_of_two(),
+                flow_capacity: capacity,
                 kernel_log_level: 0,
                 ingress: None,
             },
@@ -91,6 +99,24 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         let mut ring = programs.take_events().context("event ring")?;
         let empty = sys::load_empty(mode.kind, mode.pass)
             .with_context(|| format!("loading an empty {} program", mode.name))?;
+        // The flow-table floor: the same kind of map with the same room, the fast path's
+        // lookup and counting, and a new flow's insert, with nothing of ours around them.
+        let floor_map = sys::create_flow_shaped_lru(capacity)
+            .context("creating the floor programs' LRU hash")?;
+        sys::insert_zeroed(floor_map.as_fd(), &sys::floor_key(FLOOR_KEY))
+            .context("inserting the floor's established entry")?;
+        let floor_lookup =
+            sys::load_lookup_floor(mode.kind, mode.pass, floor_map.as_fd(), FLOOR_KEY)
+                .context("loading the lookup floor program")?;
+        let slots = sys::create_slot_array(capacity).context("creating the array floor's slots")?;
+        sys::place_in_slot(slots.as_fd(), &sys::floor_key(FLOOR_KEY), capacity)
+            .context("placing the array floor's entry")?;
+        let floor_array =
+            sys::load_array_floor(mode.kind, mode.pass, slots.as_fd(), capacity, FLOOR_KEY)
+                .context("loading the array floor program")?;
+        let floor_insert =
+            sys::load_insert_floor(mode.kind, mode.pass, floor_map.as_fd(), FLOOR_KEY)
+                .context("loading the insert floor program")?;
         let ebpf = programs.ebpf_mut();
         let prog = ebpf
             .program(mode.program)
@@ -145,6 +171,20 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
                 "first_payload_tcp",
                 "first payload of a TCP flow after its handshake (HTTP request): classified, sampled",
             ),
+            Case::new(
+                "floor_lookup",
+                "flow-table floor: one lookup of a 40-byte key in an LRU hash, two atomic counter adds",
+            ),
+            Case::new("floor_lookup_single", "flow-table floor, one run per call"),
+            Case::new(
+                "floor_array",
+                "a table of our own, at its least: array slot by a multiply-xor hash, key compared, two atomic counter adds",
+            ),
+            Case::new("floor_array_single", "array floor, one run per call"),
+            Case::new(
+                "floor_new_single",
+                "new-entry floor: precise clock, insert of a zeroed entry under a new key, lookup; one run per call",
+            ),
         ];
         for _ in 0..opts.rounds {
             // Interleaved, so a change in machine load hits every case alike.
@@ -152,15 +192,21 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
             cases[1].add(timed(ours, &bulk, opts.repeat, mode.pass)?);
             cases[2].add(timed(ours, &arp, opts.repeat, mode.pass)?);
             cases[3].add(timed(ours, &other, opts.repeat, mode.pass)?);
+            cases[8].add(timed(floor_lookup.as_fd(), &bulk, opts.repeat, mode.pass)?);
+            cases[10].add(timed(floor_array.as_fd(), &bulk, opts.repeat, mode.pass)?);
 
             let (mut empty_ns, mut fast_ns, mut udp_ns, mut tcp_ns) = (0u64, 0u64, 0u64, 0u64);
+            let (mut floor_ns, mut floor_new_ns, mut array_ns) = (0u64, 0u64, 0u64);
             for _ in 0..opts.new_flows {
                 fast_ns += u64::from(sys::test_run(ours, &bulk, 1)?.ns);
+                floor_ns += u64::from(sys::test_run(floor_lookup.as_fd(), &bulk, 1)?.ns);
+                array_ns += u64::from(sys::test_run(floor_array.as_fd(), &bulk, 1)?.ns);
                 flow_seq += 1;
                 let dns = Endpoints::nth(flow_seq, DNS_SERVER);
                 let query = dns.udp(true, DNS_QUERY);
                 empty_ns += u64::from(sys::test_run(empty.as_fd(), &query, 1)?.ns);
                 udp_ns += u64::from(sys::test_run(ours, &query, 1)?.ns);
+                floor_new_ns += u64::from(sys::test_run(floor_insert.as_fd(), &query, 1)?.ns);
 
                 let web = Endpoints::nth(flow_seq, SERVER);
                 for (to_server, flags) in [(true, "S"), (false, "SA"), (true, "A")] {
@@ -173,7 +219,34 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
             cases[5].add(fast_ns as f64 / n);
             cases[6].add(udp_ns as f64 / n);
             cases[7].add(tcp_ns as f64 / n);
+            cases[9].add(floor_ns as f64 / n);
+            cases[11].add(array_ns as f64 / n);
+            cases[12].add(floor_new_ns as f64 / n);
             drain(&mut ring);
+        }
+        // The floors must have done their work, or they are no floors: every run found the
+        // established entry (its packet count), and every new-entry run created one.
+        let runs = opts.rounds as u64 * (u64::from(opts.repeat) + u64::from(opts.new_flows));
+        let floor_key = sys::floor_key(FLOOR_KEY);
+        let index = sys::slot_of(&floor_key, capacity).to_ne_bytes();
+        for (name, map, key) in [
+            ("lookup", floor_map.as_fd(), &floor_key[..]),
+            ("array", slots.as_fd(), &index[..]),
+        ] {
+            let counted = sys::floor_packets(map, key)
+                .with_context(|| format!("reading the {name} floor's entry"))?;
+            if counted != runs {
+                bail!("the {name} floor counted {counted} packets in {runs} runs");
+            }
+        }
+        let created =
+            sys::count_entries(floor_map.as_fd()).context("counting the floor's entries")?;
+        let inserts = opts.rounds as u64 * u64::from(opts.new_flows);
+        if created != inserts + 1 {
+            bail!(
+                "the new-entry floor created {} entries in {inserts} runs",
+                created - 1
+            );
         }
         let floor = cases[0].median();
         let floor_single = cases[4].median();

@@ -268,6 +268,36 @@ fn kernel_lines(r: &Value, lines: &mut Vec<Line>) {
             ),
             ("non_ip", "non-IP packet (ARP)", "", None),
             ("other_transport", "IPv4, not TCP/UDP (OSPF)", "", None),
+            (
+                "floor_lookup",
+                "flow-table floor: LRU hash lookup (40 B key) + 2 counter adds, nothing else",
+                "",
+                None,
+            ),
+            (
+                "floor_lookup_single",
+                "flow-table floor, one run per call",
+                "",
+                None,
+            ),
+            (
+                "floor_array",
+                "array floor: a table of our own at its least (slot by multiply-xor hash, key compare, 2 counter adds)",
+                "",
+                None,
+            ),
+            (
+                "floor_array_single",
+                "array floor, one run per call",
+                "",
+                None,
+            ),
+            (
+                "floor_new_single",
+                "new-entry floor: clock + LRU insert + lookup, one run per call",
+                "",
+                None,
+            ),
         ] {
             let c = case(name);
             let ratio = f(&c["vs_empty"]);
@@ -288,6 +318,33 @@ fn kernel_lines(r: &Value, lines: &mut Vec<Line>) {
                 target,
                 met: limit.map(|l| ratio <= l),
             });
+        }
+        // How much of each cost is ours rather than the flow table's.
+        let ns = |name: &str| f(&case(name)["ns_per_packet"]);
+        for (ours, floor, label) in [
+            (
+                "fast_path_single",
+                "floor_lookup_single",
+                "fast path over its flow-table floor, one run per call",
+            ),
+            (
+                "new_flow_udp",
+                "floor_new_single",
+                "new UDP flow over its new-entry floor, one run per call",
+            ),
+        ] {
+            if ns(floor) > 0.0 {
+                lines.push(Line {
+                    what: format!("{mode} {label}"),
+                    measured: format!(
+                        "{:.2}× ({:.0} ns of ours above the floor)",
+                        ns(ours) / ns(floor),
+                        ns(ours) - ns(floor)
+                    ),
+                    target: "",
+                    met: None,
+                });
+            }
         }
     }
 }
