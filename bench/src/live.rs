@@ -5,7 +5,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     path::Path,
     sync::{Arc, Mutex},
     thread,
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     agent::Agent,
     packets::{HTTP_REQUEST, HTTP_RESPONSE},
+    sys,
 };
 
 const IPERF_PORT: u16 = 5201;
@@ -27,6 +28,9 @@ const IPERF_PORT: u16 = 5201;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
     None,
+    /// Empty TC programs (`r0 = TCX_NEXT; exit`) on the server interface's ingress and egress:
+    /// what attaching at TC costs before a program does anything, the floor of any TC observer.
+    EmptyTc,
     Monitor,
     /// Enforce mode, with the measured flow allowed by an exclusion.
     EnforceAllowed,
@@ -36,11 +40,15 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::None => "no agent",
+            Config::EmptyTc => "empty TC programs",
             Config::Monitor => "monitor",
             Config::EnforceAllowed => "enforce (flow allowed)",
         }
     }
 }
+
+/// How long every throughput run waits before it starts.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// iperf3 throughput and machine CPU per gigabit, each configuration measured `rounds` times,
 /// interleaved.
@@ -57,12 +65,30 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
         ),
     )?;
     let policy = policy.to_string_lossy().into_owned();
-    let configs = [Config::None, Config::Monitor, Config::EnforceAllowed];
+    let configs = [
+        Config::None,
+        Config::EmptyTc,
+        Config::Monitor,
+        Config::EnforceAllowed,
+    ];
     let mut runs: Vec<(Config, Vec<Value>)> = configs.iter().map(|c| (*c, Vec::new())).collect();
-    for _ in 0..rounds {
-        for (config, results) in &mut runs {
+    // One run first, not recorded: the lab's first seconds of traffic (fresh sockets, page
+    // and slab caches) were the slowest of every round in earlier runs, whatever came first.
+    thread::sleep(SETTLE);
+    iperf(&lab, seconds)?;
+    for round in 0..rounds {
+        // Each round starts with a different configuration, so none always runs right after
+        // an agent's teardown or always first.
+        let n = runs.len();
+        for i in 0..n {
+            let (config, results) = &mut runs[(round + i) % n];
+            let mut empty_links = None;
             let running = match config {
                 Config::None => None,
+                Config::EmptyTc => {
+                    empty_links = Some(attach_empty_tc(&lab)?);
+                    None
+                }
                 Config::Monitor => Some(start_agent(&lab, agent, &[])?),
                 Config::EnforceAllowed => Some(start_agent(
                     &lab,
@@ -70,7 +96,12 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
                     &["--mode", "enforce", "--policy", &policy],
                 )?),
             };
+            // The same pause before every configuration's run: the kernel frees the previous
+            // agent's programs and preallocated tables after it exits, and a fresh one's
+            // start may still be settling; neither is the cost measured here.
+            thread::sleep(SETTLE);
             let result = iperf(&lab, seconds)?;
+            drop(empty_links);
             if let Some(a) = running {
                 let (cpu, rss) = (a.cpu_s()?, crate::scale::rss_kb(a.pid())?);
                 drop(a);
@@ -89,23 +120,28 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
     // run without the agent is what drifts least as the machine's load changes over the
     // minutes of the benchmark; the median of those ratios is reported.
     let gbps_of = |r: &Value| r["iperf"]["gbit_per_s"].as_f64().unwrap_or(0.0);
-    let base_runs = &runs[0].1;
+    let ratios_to = |results: &[Value], base: &[Value]| -> (f64, Vec<f64>) {
+        let mut ratios: Vec<f64> = results
+            .iter()
+            .zip(base)
+            .map(|(r, base)| gbps_of(r) / gbps_of(base).max(1e-9))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        (ratios.get(ratios.len() / 2).copied().unwrap_or(0.0), ratios)
+    };
     let rows: Vec<Value> = runs
         .iter()
         .map(|(config, results)| {
             let gbps = median(results, "gbit_per_s");
-            let mut ratios: Vec<f64> = results
-                .iter()
-                .zip(base_runs)
-                .map(|(r, base)| gbps_of(r) / gbps_of(base).max(1e-9))
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+            let (ratio, ratios) = ratios_to(results, &runs[0].1);
+            // Against the hook's own floor: what our programs and agent add to it.
+            let (vs_empty_tc, _) = ratios_to(results, &runs[1].1);
             json!({
                 "config": config.name(),
                 "gbit_per_s": gbps,
                 "vs_no_agent": ratio,
                 "vs_no_agent_by_round": ratios,
+                "vs_empty_tc": vs_empty_tc,
                 "cpu_s_per_gbit": median(results, "cpu_s_per_gbit"),
                 "retransmits": median(results, "retransmits"),
                 "runs": results,
@@ -119,6 +155,32 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
         "rounds": rounds,
         "configs": rows,
     }))
+}
+
+/// Attaches empty programs at TCX ingress and egress of the lab's server interface, where
+/// the agent attaches; they stay attached while the returned links are open.
+fn attach_empty_tc(lab: &Lab) -> anyhow::Result<Vec<OwnedFd>> {
+    let iface = std::ffi::CString::new(lab.server_if.clone())?;
+    in_netns(&lab.server_ns, move || {
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        if ifindex == 0 {
+            bail!(
+                "no interface {iface:?}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // TCX_NEXT: what our programs return for a packet they let through.
+        let prog = sys::load_empty(sys::ProgType::SchedCls, -1)?;
+        let mut links = Vec::new();
+        for hook in [sys::TcxHook::Ingress, sys::TcxHook::Egress] {
+            links.push(
+                sys::attach_tcx(prog.as_fd(), ifindex, hook)
+                    .with_context(|| format!("attaching an empty program at {hook:?}"))?,
+            );
+        }
+        Ok(links)
+    })
 }
 
 /// One iperf3 run: throughput, retransmits, and the machine's busy CPU time per gigabit

@@ -15,6 +15,27 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// Where [`attach_tcx`] attaches (`BPF_TCX_INGRESS`, `BPF_TCX_EGRESS`).
+#[derive(Debug, Clone, Copy)]
+pub enum TcxHook {
+    Ingress = 46,
+    Egress = 47,
+}
+
+/// Attaches a `SchedCls` program at TCX `hook` of interface `ifindex` (in the calling thread's
+/// network namespace), after the programs already there; detached when the link is closed.
+pub fn attach_tcx(prog: BorrowedFd<'_>, ifindex: u32, hook: TcxHook) -> io::Result<OwnedFd> {
+    // union bpf_attr, BPF_LINK_CREATE part: prog_fd, target_ifindex, attach_type, flags.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&(prog.as_raw_fd() as u32).to_le_bytes());
+    attr[4..8].copy_from_slice(&ifindex.to_le_bytes());
+    attr[8..12].copy_from_slice(&(hook as u32).to_le_bytes());
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel just returned this new descriptor to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// `enum bpf_prog_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -199,6 +199,21 @@ fn throughput_with_the_agent_and_time_to_verdict() {
         "--agent",
         agent,
     ]);
+    let names: Vec<&str> = r["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["config"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "no agent",
+            "empty TC programs",
+            "monitor",
+            "enforce (flow allowed)"
+        ]
+    );
     for c in r["configs"].as_array().unwrap() {
         let run = &c["runs"][0]["iperf"];
         assert!(
