@@ -78,9 +78,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
     {
         // Loaded afresh for each mode: every mode starts from an empty flow table, as full at
         // the end as the other's, so their new-flow costs compare (a fuller table has longer
-        // hash chains to walk).
-        // Room for every flow the rounds create (two per new-flow step: the DNS and the TCP
-        // flow), so none is evicted mid-measure.
+        // hash chains to walk). Room for every flow the rounds create (two per new-flow step:
+        // the DNS and the TCP flow), so none is evicted mid-measure.
         let capacity = (opts.new_flows * 2 * opts.rounds as u32 + 1024).next_power_of_two();
         let mut programs = Programs::load(
             LoadOptions {
@@ -250,7 +249,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         if created != inserts + 1 {
             bail!(
                 "the new-entry floor created {} entries in {inserts} runs",
-                created - 1
+                created.saturating_sub(1)
             );
         }
         let floor = cases[0].median();
