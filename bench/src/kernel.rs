@@ -58,7 +58,7 @@ const MODES: [Mode; 2] = [
 
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 201, 0, 1), 8080);
 /// The key the floor programs look up: any 40 bytes hash alike.
-const FLOOR_KEY: [i32; 5] = [0x0a00_0001, 0x0a00_0002, 0x3039_01bb, 0x0406, 0];
+pub const FLOOR_KEY: [i32; 5] = [0x0a00_0001, 0x0a00_0002, 0x3039_01bb, 0x0406, 0];
 const _: () = assert!(
     sys::FLOOR_KEY == std::mem::size_of::<FlowKey>()
         && sys::FLOOR_VALUE == std::mem::size_of::<FlowState>()

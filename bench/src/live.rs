@@ -31,6 +31,9 @@ enum Config {
     /// Empty TC programs (`r0 = TCX_NEXT; exit`) on the server interface's ingress and egress:
     /// what attaching at TC costs before a program does anything, the floor of any TC observer.
     EmptyTc,
+    /// The flow-table floor program (one LRU lookup of a 40-byte key, two counter adds) at the
+    /// same hooks: what any TC observer that counts flows pays before parsing a byte.
+    FloorTc,
     Monitor,
     /// Enforce mode, with the measured flow allowed by an exclusion.
     EnforceAllowed,
@@ -41,6 +44,7 @@ impl Config {
         match self {
             Config::None => "no agent",
             Config::EmptyTc => "empty TC programs",
+            Config::FloorTc => "flow-table floor at TC",
             Config::Monitor => "monitor",
             Config::EnforceAllowed => "enforce (flow allowed)",
         }
@@ -68,6 +72,7 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
     let configs = [
         Config::None,
         Config::EmptyTc,
+        Config::FloorTc,
         Config::Monitor,
         Config::EnforceAllowed,
     ];
@@ -86,7 +91,11 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
             let running = match config {
                 Config::None => None,
                 Config::EmptyTc => {
-                    empty_links = Some(attach_empty_tc(&lab)?);
+                    empty_links = Some(attach_at_tc(&lab, false)?);
+                    None
+                }
+                Config::FloorTc => {
+                    empty_links = Some(attach_at_tc(&lab, true)?);
                     None
                 }
                 Config::Monitor => Some(start_agent(&lab, agent, &[])?),
@@ -157,9 +166,10 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
     }))
 }
 
-/// Attaches empty programs at TCX ingress and egress of the lab's server interface, where
-/// the agent attaches; they stay attached while the returned links are open.
-fn attach_empty_tc(lab: &Lab) -> anyhow::Result<Vec<OwnedFd>> {
+/// Attaches empty programs, or the flow-table floor program with its map (`floor`), at TCX
+/// ingress and egress of the lab's server interface, where the agent attaches; they stay
+/// attached while the returned links are open.
+fn attach_at_tc(lab: &Lab, floor: bool) -> anyhow::Result<Vec<OwnedFd>> {
     let iface = std::ffi::CString::new(lab.server_if.clone())?;
     in_netns(&lab.server_ns, move || {
         // SAFETY: a NUL-terminated name.
@@ -171,7 +181,18 @@ fn attach_empty_tc(lab: &Lab) -> anyhow::Result<Vec<OwnedFd>> {
             );
         }
         // TCX_NEXT: what our programs return for a packet they let through.
-        let prog = sys::load_empty(sys::ProgType::SchedCls, -1)?;
+        let prog = if floor {
+            let map = sys::create_flow_shaped_lru(sealwatch_common::DEFAULT_FLOW_CAPACITY)?;
+            sys::insert_zeroed(map.as_fd(), &sys::floor_key(crate::kernel::FLOOR_KEY))?;
+            sys::load_lookup_floor(
+                sys::ProgType::SchedCls,
+                -1,
+                map.as_fd(),
+                crate::kernel::FLOOR_KEY,
+            )?
+        } else {
+            sys::load_empty(sys::ProgType::SchedCls, -1)?
+        };
         let mut links = Vec::new();
         for hook in [sys::TcxHook::Ingress, sys::TcxHook::Egress] {
             links.push(

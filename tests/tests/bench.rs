@@ -210,6 +210,7 @@ fn throughput_with_the_agent_and_time_to_verdict() {
         [
             "no agent",
             "empty TC programs",
+            "flow-table floor at TC",
             "monitor",
             "enforce (flow allowed)"
         ]

@@ -143,8 +143,9 @@ pub fn summary(reports: &[(Section, Value)]) -> String {
                 for c in r["configs"].as_array().into_iter().flatten() {
                     let ratio = f(&c["vs_no_agent"]);
                     let config = c["config"].as_str().unwrap_or("");
-                    // The two baselines carry no target: no agent, and empty programs at TC.
-                    let agent = config != "no agent" && !config.starts_with("empty");
+                    // The baselines carry no target: no agent, empty programs and the
+                    // flow-table floor at TC.
+                    let agent = config == "monitor" || config.starts_with("enforce");
                     let beside_floor = if agent {
                         format!(", {:.3} of empty TC programs", f(&c["vs_empty_tc"]))
                     } else {
