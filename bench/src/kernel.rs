@@ -233,11 +233,16 @@ pub fn run(opts: &Options) -> anyhow::Result<Value> {
         let runs = opts.rounds as u64 * (u64::from(opts.repeat) + u64::from(opts.new_flows));
         let floor_key = sys::floor_key(FLOOR_KEY);
         let index = sys::slot_of(&floor_key, capacity).to_ne_bytes();
-        for (name, map, key) in [
-            ("lookup", floor_map.as_fd(), &floor_key[..]),
-            ("array", slots.as_fd(), &index[..]),
+        for (name, map, key, entry_at) in [
+            (
+                "lookup",
+                floor_map.as_fd(),
+                &floor_key[..],
+                sys::ENTRY_IN_LRU,
+            ),
+            ("array", slots.as_fd(), &index[..], sys::ENTRY_IN_SLOT),
         ] {
-            let counted = sys::floor_packets(map, key)
+            let counted = sys::floor_packets(map, key, entry_at)
                 .with_context(|| format!("reading the {name} floor's entry"))?;
             if counted != runs {
                 bail!("the {name} floor counted {counted} packets in {runs} runs");

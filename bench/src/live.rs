@@ -87,15 +87,11 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
         let n = runs.len();
         for i in 0..n {
             let (config, results) = &mut runs[(round + i) % n];
-            let mut empty_links = None;
+            let mut tc_links = None;
             let running = match config {
                 Config::None => None,
-                Config::EmptyTc => {
-                    empty_links = Some(attach_at_tc(&lab, false)?);
-                    None
-                }
-                Config::FloorTc => {
-                    empty_links = Some(attach_at_tc(&lab, true)?);
+                Config::EmptyTc | Config::FloorTc => {
+                    tc_links = Some(attach_at_tc(&lab, *config == Config::FloorTc)?);
                     None
                 }
                 Config::Monitor => Some(start_agent(&lab, agent, &[])?),
@@ -110,7 +106,7 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
             // start may still be settling; neither is the cost measured here.
             thread::sleep(SETTLE);
             let result = iperf(&lab, seconds)?;
-            drop(empty_links);
+            drop(tc_links);
             if let Some(a) = running {
                 let (cpu, rss) = (a.cpu_s()?, crate::scale::rss_kb(a.pid())?);
                 drop(a);
@@ -138,13 +134,17 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
         ratios.sort_by(f64::total_cmp);
         (ratios.get(ratios.len() / 2).copied().unwrap_or(0.0), ratios)
     };
+    let empty_tc_runs = runs
+        .iter()
+        .find(|(c, _)| *c == Config::EmptyTc)
+        .map_or(&[][..], |(_, r)| r.as_slice());
     let rows: Vec<Value> = runs
         .iter()
         .map(|(config, results)| {
             let gbps = median(results, "gbit_per_s");
             let (ratio, ratios) = ratios_to(results, &runs[0].1);
             // Against the hook's own floor: what our programs and agent add to it.
-            let (vs_empty_tc, _) = ratios_to(results, &runs[1].1);
+            let (vs_empty_tc, _) = ratios_to(results, empty_tc_runs);
             json!({
                 "config": config.name(),
                 "gbit_per_s": gbps,
@@ -197,7 +197,7 @@ fn attach_at_tc(lab: &Lab, floor: bool) -> anyhow::Result<Vec<OwnedFd>> {
         for hook in [sys::TcxHook::Ingress, sys::TcxHook::Egress] {
             links.push(
                 sys::attach_tcx(prog.as_fd(), ifindex, hook)
-                    .with_context(|| format!("attaching an empty program at {hook:?}"))?,
+                    .with_context(|| format!("attaching a baseline program at {hook:?}"))?,
             );
         }
         Ok(links)

@@ -266,55 +266,69 @@ fn load(kind: ProgType, insns: &[[u8; 8]], name: &[u8]) -> io::Result<OwnedFd> {
 /// preallocated), with room for `capacity` entries.
 pub fn create_flow_shaped_lru(capacity: u32) -> io::Result<OwnedFd> {
     const LRU_HASH: u32 = 9;
-    // union bpf_attr, BPF_MAP_CREATE part: map_type, key_size, value_size, max_entries,
-    // map_flags, inner_map_fd, numa_node, map_name.
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&LRU_HASH.to_le_bytes());
-    attr[4..8].copy_from_slice(&(FLOOR_KEY as u32).to_le_bytes());
-    attr[8..12].copy_from_slice(&(FLOOR_VALUE as u32).to_le_bytes());
-    attr[12..16].copy_from_slice(&capacity.to_le_bytes());
-    attr[28..33].copy_from_slice(b"floor");
-    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
-    // SAFETY: the kernel just returned this new descriptor to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    create_map(LRU_HASH, FLOOR_KEY, FLOOR_VALUE, capacity, b"floor")
 }
 
 /// Creates an array of `capacity` 128-byte slots: a flow key then its entry.
 pub fn create_slot_array(capacity: u32) -> io::Result<OwnedFd> {
     const ARRAY: u32 = 2;
+    create_map(ARRAY, 4, FLOOR_KEY + FLOOR_VALUE, capacity, b"floora")
+}
+
+fn create_map(
+    map_type: u32,
+    key_size: usize,
+    value_size: usize,
+    capacity: u32,
+    name: &[u8],
+) -> io::Result<OwnedFd> {
+    // union bpf_attr, BPF_MAP_CREATE part: map_type, key_size, value_size, max_entries,
+    // map_flags, inner_map_fd, numa_node, map_name (16 bytes at offset 28).
     let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&ARRAY.to_le_bytes());
-    attr[4..8].copy_from_slice(&4u32.to_le_bytes());
-    attr[8..12].copy_from_slice(&((FLOOR_KEY + FLOOR_VALUE) as u32).to_le_bytes());
+    attr[0..4].copy_from_slice(&map_type.to_le_bytes());
+    attr[4..8].copy_from_slice(&(key_size as u32).to_le_bytes());
+    attr[8..12].copy_from_slice(&(value_size as u32).to_le_bytes());
     attr[12..16].copy_from_slice(&capacity.to_le_bytes());
-    attr[28..34].copy_from_slice(b"floora");
+    let name = &name[..name.len().min(15)];
+    attr[28..28 + name.len()].copy_from_slice(name);
     let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
     // SAFETY: the kernel just returned this new descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Writes `key` and a zeroed entry into its slot of an array from [`create_slot_array`].
-pub fn place_in_slot(map: BorrowedFd<'_>, key: &[u8; FLOOR_KEY], capacity: u32) -> io::Result<()> {
-    let index = slot_of(key, capacity);
-    let mut value = [0u8; FLOOR_KEY + FLOOR_VALUE];
-    value[..FLOOR_KEY].copy_from_slice(key);
+/// The element commands' part of `union bpf_attr`: map_fd, key, value (or next key), flags 0.
+fn elem_attr(map: BorrowedFd<'_>, key: u64, value: u64) -> [u8; 128] {
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_le_bytes());
-    attr[8..16].copy_from_slice(&(&raw const index as u64).to_le_bytes());
-    attr[16..24].copy_from_slice(&(value.as_ptr() as u64).to_le_bytes());
+    attr[8..16].copy_from_slice(&key.to_le_bytes());
+    attr[16..24].copy_from_slice(&value.to_le_bytes());
+    attr
+}
+
+fn update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = elem_attr(map, key.as_ptr() as u64, value.as_ptr() as u64);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
-/// The packet count the floor programs added to the entry under `key` (`FlowState::packets[0]`
-/// of an LRU entry, or of an array slot's entry after its key): proof they found it.
-pub fn floor_packets(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<u64> {
+/// Writes `key` and a zeroed entry into its slot of an array from [`create_slot_array`].
+pub fn place_in_slot(map: BorrowedFd<'_>, key: &[u8; FLOOR_KEY], capacity: u32) -> io::Result<()> {
     let mut value = [0u8; FLOOR_KEY + FLOOR_VALUE];
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_le_bytes());
-    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_le_bytes());
-    attr[16..24].copy_from_slice(&(value.as_mut_ptr() as u64).to_le_bytes());
+    value[..FLOOR_KEY].copy_from_slice(key);
+    update_elem(map, &slot_of(key, capacity).to_ne_bytes(), &value)
+}
+
+/// Where the entry starts in a value of an LRU hash from [`create_flow_shaped_lru`], and of a
+/// slot of [`create_slot_array`] (after its key).
+pub const ENTRY_IN_LRU: usize = 0;
+pub const ENTRY_IN_SLOT: usize = FLOOR_KEY;
+
+/// The packet count the floor programs added to the entry under `key` (`FlowState::packets[0]`
+/// of the entry starting `entry_at` bytes into the value): proof they found it.
+pub fn floor_packets(map: BorrowedFd<'_>, key: &[u8], entry_at: usize) -> io::Result<u64> {
+    let mut value = [0u8; FLOOR_KEY + FLOOR_VALUE];
+    let mut attr = elem_attr(map, key.as_ptr() as u64, value.as_mut_ptr() as u64);
     bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
-    let at = if key.len() == FLOOR_KEY { 0 } else { FLOOR_KEY } + PACKETS_AT as usize;
+    let at = entry_at + PACKETS_AT as usize;
     let mut word = [0u8; 8];
     word.copy_from_slice(&value[at..at + 8]);
     Ok(u64::from_le_bytes(word))
@@ -326,12 +340,9 @@ pub fn count_entries(map: BorrowedFd<'_>) -> io::Result<u64> {
     let mut n = 0u64;
     let mut first = true;
     loop {
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_le_bytes());
         // A null key asks for the first one.
         let from = if first { 0 } else { key.as_ptr() as u64 };
-        attr[8..16].copy_from_slice(&from.to_le_bytes());
-        attr[16..24].copy_from_slice(&(next.as_mut_ptr() as u64).to_le_bytes());
+        let mut attr = elem_attr(map, from, next.as_mut_ptr() as u64);
         match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(n),
@@ -345,12 +356,7 @@ pub fn count_entries(map: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// Inserts a zeroed entry under `key`.
 pub fn insert_zeroed(map: BorrowedFd<'_>, key: &[u8; FLOOR_KEY]) -> io::Result<()> {
-    let value = [0u8; FLOOR_VALUE];
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&(map.as_raw_fd() as u32).to_le_bytes());
-    attr[8..16].copy_from_slice(&(key.as_ptr() as u64).to_le_bytes());
-    attr[16..24].copy_from_slice(&(value.as_ptr() as u64).to_le_bytes());
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    update_elem(map, key, &[0u8; FLOOR_VALUE])
 }
 
 /// What one `BPF_PROG_TEST_RUN` returned.
