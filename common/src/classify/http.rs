@@ -16,6 +16,19 @@ pub(super) fn detect(w: &[u8]) -> Option<Verdict> {
     is_status_line(w).then_some(HTTP)
 }
 
+/// The shapes of HTTP/1.x no other detector claims: a request whose target is a path (`GET /`,
+/// `OPTIONS *`) or a status line. [`super::classify_payload`] asks this first, so the most
+/// common plaintext protocol between services is named without walking every other detector;
+/// other request targets (`OPTIONS sip:`, `GET key`) still wait for [`detect`], after the
+/// protocols that share HTTP's methods.
+#[inline(always)]
+pub(super) fn certain(w: &[u8]) -> Option<Verdict> {
+    if let Some(target_at) = method_len(w) {
+        return matches!(w.get(target_at), Some(b'/' | b'*')).then_some(HTTP);
+    }
+    is_status_line(w).then_some(HTTP)
+}
+
 /// Length of the method and its trailing space, if `w` starts with a registered method.
 #[inline(always)]
 fn method_len(w: &[u8]) -> Option<usize> {

@@ -374,6 +374,9 @@ pub fn classify_payload(window: &[u8], ctx: &Context) -> Verdict {
         if let Some(v) = tls::detect(window, ctx) {
             return v;
         }
+        if let Some(v) = http::certain(window) {
+            return v;
+        }
         if let Some(v) = ssh::detect(window) {
             return v;
         }
@@ -594,6 +597,57 @@ pub(crate) mod tests {
         assert!(!has_prefix(b"SSH", b"SSH-"));
         assert!(!has_prefix(b"SSX-", b"SSH-"));
         assert!(has_prefix(b"", b""));
+    }
+
+    /// `http::certain` runs before the TCP detectors that follow TLS; none of them may claim
+    /// what it names, or the shortcut would change verdicts. Request lines of every method,
+    /// status lines, with tails of every byte value and at every length a window can have.
+    #[test]
+    fn http_shortcut_takes_nothing_from_the_detectors_it_skips() {
+        let heads: &[&[u8]] = &[
+            b"GET /",
+            b"POST /api",
+            b"PUT /k",
+            b"PATCH /",
+            b"HEAD /",
+            b"DELETE /x",
+            b"OPTIONS *",
+            b"CONNECT /",
+            b"TRACE /",
+            b"HTTP/1.0 200",
+            b"HTTP/1.1 404",
+        ];
+        let mut named = 0;
+        for head in heads {
+            for fill in 0..=255u8 {
+                for len in head.len()..=crate::CLASSIFY_WINDOW {
+                    let mut w = head.to_vec();
+                    w.resize(len, fill);
+                    for payload_len in [len as u32, 1400, 65_000] {
+                        let ctx = Context::tcp(payload_len, true);
+                        if http::certain(&w).is_none() {
+                            continue;
+                        }
+                        named += 1;
+                        let skipped = [
+                            ssh::detect(&w),
+                            apps::redis(&w),
+                            apps::mongodb(&w),
+                            apps::mqtt(&w),
+                            apps::amqp(&w, &ctx),
+                            apps::h2c(&w),
+                            services::detect_tcp(&w, &ctx),
+                        ];
+                        assert!(
+                            skipped.iter().all(Option::is_none),
+                            "{:?} claimed by {skipped:?}",
+                            String::from_utf8_lossy(&w)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(named > 100_000, "{named} windows named");
     }
 
     #[test]
