@@ -42,6 +42,24 @@ pub(super) fn detect(w: &[u8], ctx: &Context) -> Option<Verdict> {
     Some(Verdict::new(Protocol::Dns, Encryption::Plaintext))
 }
 
+/// A UDP query's header as stub resolvers send them: opcode QUERY, one question, no answer or
+/// authority records, at most the EDNS record. No other UDP detector claims a message with
+/// that header and a question name [`detect`] accepts, so [`super::classify_payload`] asks
+/// this first: every pod's lookups are new flows, and they would otherwise walk every other UDP
+/// detector before DNS, whose looser shapes stay last.
+#[inline(always)]
+pub(super) fn query_header(w: &[u8], ctx: &Context) -> bool {
+    let field = |i: usize| be16(w, i);
+    // QR 0, opcode QUERY, Z 0.
+    let query = field(2).is_some_and(|flags| flags & 0xf840 == 0);
+    ctx.is_udp()
+        && query
+        && field(4) == Some(1)
+        && field(6) == Some(0)
+        && field(8) == Some(0)
+        && field(10).is_some_and(|ar| ar <= 1)
+}
+
 /// A DNSCrypt client fetching its resolver's certificate: a TXT question for the provider
 /// name, which by the protocol's convention starts with the certificate version label `1.` or
 /// `2.` (`2.dnscrypt-cert.example.`, `2.securedns.example.`; any letter case, resolvers
