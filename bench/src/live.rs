@@ -49,6 +49,11 @@ impl Config {
             Config::EnforceAllowed => "enforce (flow allowed)",
         }
     }
+
+    /// What the agent's configurations are measured against, not an agent.
+    fn baseline(self) -> bool {
+        matches!(self, Config::None | Config::EmptyTc | Config::FloorTc)
+    }
 }
 
 /// How long every throughput run waits before it starts.
@@ -147,6 +152,7 @@ pub fn throughput(agent: &Path, seconds: u32, rounds: usize) -> anyhow::Result<V
             let (vs_empty_tc, _) = ratios_to(results, empty_tc_runs);
             json!({
                 "config": config.name(),
+                "baseline": config.baseline(),
                 "gbit_per_s": gbps,
                 "vs_no_agent": ratio,
                 "vs_no_agent_by_round": ratios,
@@ -182,14 +188,14 @@ fn attach_at_tc(lab: &Lab, floor: bool) -> anyhow::Result<Vec<OwnedFd>> {
         }
         // TCX_NEXT: what our programs return for a packet they let through.
         let prog = if floor {
-            let map = sys::create_flow_shaped_lru(sealwatch_common::DEFAULT_FLOW_CAPACITY)?;
-            sys::insert_zeroed(map.as_fd(), &sys::floor_key(crate::kernel::FLOOR_KEY))?;
-            sys::load_lookup_floor(
+            // The program holds the map: the returned map handle may go.
+            let (_map, prog) = sys::lookup_floor(
                 sys::ProgType::SchedCls,
                 -1,
-                map.as_fd(),
+                sealwatch_common::DEFAULT_FLOW_CAPACITY,
                 crate::kernel::FLOOR_KEY,
-            )?
+            )?;
+            prog
         } else {
             sys::load_empty(sys::ProgType::SchedCls, -1)?
         };

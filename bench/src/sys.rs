@@ -6,7 +6,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
@@ -114,10 +114,25 @@ pub const FLOOR_VALUE: usize = 88;
 const PACKETS_AT: i16 = 16;
 const BYTES_AT: i16 = 32;
 
+/// The flow-table floor with its table: a flow-shaped LRU hash of `capacity` entries holding
+/// one established (zeroed) entry under `key`, and [`load_lookup_floor`]'s program counting
+/// into it. Returns the map, for the other floors to share and for checks, and the program.
+pub fn lookup_floor(
+    kind: ProgType,
+    ret: i32,
+    capacity: u32,
+    key: [i32; 5],
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    let map = create_flow_shaped_lru(capacity)?;
+    insert_zeroed(map.as_fd(), &floor_key(key))?;
+    let prog = load_lookup_floor(kind, ret, map.as_fd(), key)?;
+    Ok((map, prog))
+}
+
 /// The floor of the fast path: look a 40-byte key up in `map` (an LRU hash shaped like the flow
 /// table) and add to two counters of the entry with atomic adds, as every packet of a counted
 /// flow needs; no parsing, no clock, no flags.
-pub fn load_lookup_floor(
+fn load_lookup_floor(
     kind: ProgType,
     ret: i32,
     map: BorrowedFd<'_>,
@@ -264,7 +279,7 @@ fn load(kind: ProgType, insns: &[[u8; 8]], name: &[u8]) -> io::Result<OwnedFd> {
 
 /// Creates an LRU hash map shaped like the flow table (40-byte keys, 88-byte values, entries
 /// preallocated), with room for `capacity` entries.
-pub fn create_flow_shaped_lru(capacity: u32) -> io::Result<OwnedFd> {
+fn create_flow_shaped_lru(capacity: u32) -> io::Result<OwnedFd> {
     const LRU_HASH: u32 = 9;
     create_map(LRU_HASH, FLOOR_KEY, FLOOR_VALUE, capacity, b"floor")
 }
@@ -355,7 +370,7 @@ pub fn count_entries(map: BorrowedFd<'_>) -> io::Result<u64> {
 }
 
 /// Inserts a zeroed entry under `key`.
-pub fn insert_zeroed(map: BorrowedFd<'_>, key: &[u8; FLOOR_KEY]) -> io::Result<()> {
+fn insert_zeroed(map: BorrowedFd<'_>, key: &[u8; FLOOR_KEY]) -> io::Result<()> {
     update_elem(map, key, &[0u8; FLOOR_VALUE])
 }
 

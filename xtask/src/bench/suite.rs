@@ -143,9 +143,9 @@ pub fn summary(reports: &[(Section, Value)]) -> String {
                 for c in r["configs"].as_array().into_iter().flatten() {
                     let ratio = f(&c["vs_no_agent"]);
                     let config = c["config"].as_str().unwrap_or("");
-                    // The baselines carry no target: no agent, empty programs and the
-                    // flow-table floor at TC.
-                    let agent = config == "monitor" || config.starts_with("enforce");
+                    // The baselines (no agent, empty programs, the flow-table floor at TC)
+                    // carry no target.
+                    let agent = c["baseline"] == Value::Bool(false);
                     let beside_floor = if agent {
                         format!(", {:.3} of empty TC programs", f(&c["vs_empty_tc"]))
                     } else {
@@ -244,10 +244,6 @@ fn kernel_lines(r: &Value, lines: &mut Vec<Line>) {
                 .cloned()
                 .unwrap_or(Value::Null)
         };
-        let (empty, empty_single) = (
-            f(&case("empty")["ns_per_packet"]),
-            f(&case("empty_single")["ns_per_packet"]),
-        );
         for (name, label, target, limit) in [
             (
                 "fast_path",
@@ -308,14 +304,8 @@ fn kernel_lines(r: &Value, lines: &mut Vec<Line>) {
         ] {
             let c = case(name);
             let ratio = f(&c["vs_empty"]);
-            let floor = if name.ends_with("_single")
-                || name.starts_with("new_flow")
-                || name.starts_with("first_payload")
-            {
-                empty_single
-            } else {
-                empty
-            };
+            // The empty program timed the way this case was (batched, or one run per call).
+            let floor = f(&c["empty_ns"]);
             lines.push(Line {
                 what: format!("{mode} {label}"),
                 measured: format!(
