@@ -126,10 +126,7 @@ fn observe<P: Packet>(pkt: &P, hook: u8) -> Fate {
     }
     match parsing {
         // SAFETY: the parse succeeded, so it wrote every field.
-        Ok(()) => match track::track(pkt, unsafe { parsed.assume_init_ref() }, hook) {
-            Ok(fate) => return fate,
-            Err(stat) => count(stat),
-        },
+        Ok(()) => return track::track(pkt, unsafe { parsed.assume_init_ref() }, hook),
         Err(Skip::NonIp) => count(Stat::NonIp),
         Err(Skip::Fragment) => count(Stat::Fragments),
         Err(Skip::OtherTransport) => count(Stat::OtherTransport),

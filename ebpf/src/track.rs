@@ -65,8 +65,20 @@ pub fn tick_now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// Accounts the packet to its flow and says what becomes of it; a failure is counted and the
+/// packet passes. Returns the fate alone: a `Result` of it and a `Stat` comes back packed in one
+/// register, which LLVM fills from whatever register it likes on paths where the error is
+/// undefined, the context pointer included, and the verifier refuses shifting a pointer.
 #[inline(never)]
-pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
+pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Fate {
+    track_flow(pkt, p, hook).unwrap_or_else(|stat| {
+        count(stat);
+        Fate::Pass
+    })
+}
+
+#[inline(always)]
+fn track_flow<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
     let seen = Seen {
         hook,
         ifindex: pkt.ifindex(),
@@ -84,7 +96,11 @@ pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Result<Fate, Stat> {
             } else {
                 0
             };
-            let s = new_flow(p, &seen, cookie)?;
+            let s = new_flow(p, &seen, cookie, pkt.segments())?;
+            if s.is_null() {
+                // The new entry holds all this packet does to a flow.
+                return Ok(Fate::Pass);
+            }
             // SAFETY: a map value, valid for this run.
             (s, unsafe { (*s).first_ns })
         }
@@ -161,8 +177,18 @@ fn sample_limit() -> u32 {
     u32::from(SAMPLE_BYTES.load().min(MAX_SAMPLE_BYTES))
 }
 
+/// Creates the flow's entry. A first packet that carries no payload and closes nothing (a SYN,
+/// the usual start) is accounted in the entry as it is inserted: its packet and bytes, its
+/// TCP flags. Then there is nothing left to do with the entry and no pointer to it is needed
+/// (null: an `Option` in the `Result` makes LLVM read a register the call clobbered), which saves a new TCP flow the lookup that finds what was just inserted. Any
+/// other packet, or one whose flow another CPU created first, gets the entry to work on.
 #[inline(never)]
-fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState, Stat> {
+fn new_flow(
+    p: &Parsed,
+    seen: &Seen,
+    local_cookie: u64,
+    segments: u32,
+) -> Result<*mut FlowState, Stat> {
     let first_ns = precise_now();
     let mut state = MaybeUninit::<FlowState>::uninit();
     // Zeroed in place rather than built from `..FlowState::default()`, whose zero fields LLVM
@@ -178,11 +204,27 @@ fn new_flow(p: &Parsed, seen: &Seen, local_cookie: u64) -> Result<*mut FlowState
     state.local_side = p.side;
     state.ifindex = seen.ifindex;
     state.client_side = client_side(p.side, p.tcp_flags, p.sport, p.dport);
+    let flag_bits = p.tcp_flags.map_or(0, |tcp| tcp_flag_bits(p.side, tcp));
+    let complete = p.payload_len == 0 && flag_bits & FLOW_CLOSING == 0;
+    if complete {
+        let side = usize::from(p.side & 1);
+        let segments = u64::from(segments);
+        state.packets[side] = segments;
+        state.bytes[side] = u64::from(p.ip_len);
+        state.flags = flag_bits;
+        if resample_due(0, segments) {
+            state.flags |= resample_bit(p.side);
+        }
+    }
     // NOEXIST: another CPU may have created it meanwhile; then use theirs.
     if FLOWS
         .insert(&p.key, &*state, u64::from(BPF_NOEXIST))
-        .is_err()
+        .is_ok()
     {
+        if complete {
+            return Ok(core::ptr::null_mut());
+        }
+    } else {
         count(Stat::FlowInsertFailed);
     }
     FLOWS.get_ptr_mut(&p.key).ok_or(Stat::FlowInsertFailed)

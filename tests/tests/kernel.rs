@@ -123,6 +123,7 @@ fn tcp4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: &str, payload: &[u8])
         b = match f {
             'S' => b.syn(),
             'F' => b.fin(),
+            'R' => b.rst(),
             'P' => b.psh(),
             'A' => b.ack(1),
             _ => b,
@@ -310,9 +311,57 @@ fn syn_sender_is_the_client_whatever_its_port() {
     // A client bound to port 443 connecting to an ephemeral-looking server port.
     let c = (CLIENT, 443);
     let s = (SERVER, 50000);
-    k.run("tc_egress", &tcp4(c, s, "S", b""));
+    let syn = tcp4(c, s, "S", b"");
+    k.run("tc_egress", &syn);
     let (key, client_side) = key4(IPPROTO_TCP, c, s);
-    assert_eq!(k.flow(&key).expect("flow").client_side, client_side);
+    let st = k.flow(&key).expect("flow");
+    assert_eq!(st.client_side, client_side);
+    // The SYN is accounted in the entry as it is created (no lookup after the insert).
+    let (cs, ss) = (client_side, client_side ^ 1);
+    let (ci, si) = (usize::from(cs), usize::from(ss));
+    assert_eq!((st.packets[ci], st.packets[si]), (1, 0));
+    assert_eq!((st.bytes[ci], st.bytes[si]), (ip_len(&syn), 0));
+    assert_eq!((st.tcp_flags(cs), st.tcp_flags(ss)), (0x02, 0));
+    assert_eq!(st.first_ns, st.last_ns);
+
+    // A retransmitted SYN and the answer go through the lookup, onto the same entry.
+    k.run("tc_egress", &syn);
+    let syn_ack = tcp4(s, c, "SA", b"");
+    k.run("tc_ingress", &syn_ack);
+    let st = k.flow(&key).expect("flow");
+    assert_eq!((st.packets[ci], st.packets[si]), (2, 1));
+    assert_eq!(
+        (st.bytes[ci], st.bytes[si]),
+        (2 * ip_len(&syn), ip_len(&syn_ack))
+    );
+    assert_eq!((st.tcp_flags(cs), st.tcp_flags(ss)), (0x02, 0x12));
+    assert_eq!(k.stat(Stat::FlowInsertFailed), 0);
+}
+
+#[test]
+fn flow_first_seen_closing_sends_its_close_notice() {
+    if !require_root("flow_first_seen_closing_sends_its_close_notice") {
+        return;
+    }
+    let mut k = Kernel::load();
+    // The agent started after the flow did: its first packet here is a RST.
+    let c = (CLIENT, 40002);
+    let s = (SERVER, 80);
+    let rst = tcp4(c, s, "R", b"");
+    k.run("tc_ingress", &rst);
+    let (key, client_side) = key4(IPPROTO_TCP, c, s);
+    let st = k.flow(&key).expect("flow");
+    assert_eq!(st.flags & FLOW_CLOSING, FLOW_CLOSING);
+    assert_eq!(st.packets[usize::from(client_side)], 1);
+    let closes: Vec<_> = k
+        .drain()
+        .into_iter()
+        .filter_map(|e| match e {
+            KernelEvent::Notice(n) if n.kind == KIND_CLOSE => Some(n.key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, vec![key]);
 }
 
 #[test]
