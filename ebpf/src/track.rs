@@ -180,8 +180,9 @@ fn sample_limit() -> u32 {
 /// Creates the flow's entry. A first packet that carries no payload and closes nothing (a SYN,
 /// the usual start) is accounted in the entry as it is inserted: its packet and bytes, its
 /// TCP flags. Then there is nothing left to do with the entry and no pointer to it is needed
-/// (null: an `Option` in the `Result` makes LLVM read a register the call clobbered), which saves a new TCP flow the lookup that finds what was just inserted. Any
-/// other packet, or one whose flow another CPU created first, gets the entry to work on.
+/// (null; an `Option` in the `Result` makes LLVM read a register the call clobbered), which
+/// saves a new TCP flow the lookup that finds what was just inserted. Any other packet, or one
+/// whose flow another CPU created first, gets the entry to work on.
 #[inline(never)]
 fn new_flow(
     p: &Parsed,
