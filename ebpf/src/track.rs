@@ -66,10 +66,10 @@ pub fn tick_now() -> u64 {
 }
 
 /// Accounts the packet to its flow and says what becomes of it; a failure is counted and the
-/// packet passes. Returns the fate alone: a `Result` of it and a `Stat` comes back packed in one
-/// register, which LLVM fills from whatever register it likes on paths where the error is
-/// undefined, the context pointer included, and the verifier refuses shifting a pointer.
-#[inline(never)]
+/// packet passes. Inlined into the observers: as a BPF-to-BPF call it cost the fast path ~9 ns
+/// a packet (and, returning a `Result`, came back packed in one register that LLVM filled from
+/// the context pointer on a path where the error was undefined, which the verifier refuses).
+#[inline(always)]
 pub fn track<P: Packet>(pkt: &P, p: &Parsed, hook: u8) -> Fate {
     track_flow(pkt, p, hook).unwrap_or_else(|stat| {
         count(stat);
