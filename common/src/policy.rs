@@ -204,6 +204,37 @@ pub fn decide(p: &KernelPolicy, f: &Facts, forbid: bool) -> Decision {
     Decision { action, rule: 0 }
 }
 
+/// Whether [`decide`] on a verdict of this transport and protocol can come out differently for
+/// different [`Facts`]: only when some exclusion allows the transport and the protocol, or when
+/// enforce mode drops east-west flows alone. Otherwise the kernel skips looking the networks,
+/// the server port and the cgroup up (two LPM lookups and up to two hash lookups): in monitor
+/// mode without exclusions, the default, every plaintext verdict is alerted whatever they say.
+#[inline(always)]
+pub fn needs_facts(p: &KernelPolicy, transport: u8, protocol: u8) -> bool {
+    let protocol_rules = if (protocol as usize) < MAX_PROTOCOLS {
+        p.protocol_rules[protocol as usize]
+    } else {
+        0
+    };
+    let candidates = p.transport_rules[transport as usize] & protocol_rules;
+    candidates != 0 || (p.enforce != 0 && p.north_south == 0)
+}
+
+impl Facts {
+    /// Facts nothing was looked up for, when [`needs_facts`] says none would change the
+    /// decision.
+    pub const fn unlooked(transport: u8, protocol: u8) -> Facts {
+        Facts {
+            transport,
+            protocol,
+            east_west: false,
+            net_rules: 0,
+            port_rules: 0,
+            cgroup_rules: 0,
+        }
+    }
+}
+
 /// The exclusions whose every field matches: one AND per field, no loop over rules.
 #[inline(always)]
 pub fn matching_rules(p: &KernelPolicy, f: &Facts) -> u64 {
@@ -283,6 +314,70 @@ mod tests {
             east_west: true,
             ..Facts::default()
         }
+    }
+
+    /// Where `needs_facts` says no, no facts change the decision; and it says no for the
+    /// default monitor policy, the case it exists for.
+    #[test]
+    fn facts_are_skipped_only_where_they_cannot_matter() {
+        let mut with_udp_rule = KernelPolicy::default();
+        transport_rule(&mut with_udp_rule, 3, IPPROTO_UDP);
+        let mut enforce_with_udp_rule = with_udp_rule;
+        enforce_with_udp_rule.enforce = 1;
+        let policies = [
+            KernelPolicy::default(),
+            with_udp_rule,
+            policy(),
+            KernelPolicy {
+                north_south: 1,
+                ..policy()
+            },
+            enforce_with_udp_rule,
+            KernelPolicy {
+                north_south: 1,
+                ..enforce_with_udp_rule
+            },
+        ];
+        let mut skipped = 0;
+        for p in &policies {
+            for transport in [IPPROTO_TCP, IPPROTO_UDP] {
+                for protocol in [Protocol::Http, Protocol::Dns, Protocol::Unknown] {
+                    let protocol = protocol as u8;
+                    if needs_facts(p, transport, protocol) {
+                        continue;
+                    }
+                    skipped += 1;
+                    for forbid in [false, true] {
+                        let unlooked = decide(p, &Facts::unlooked(transport, protocol), forbid);
+                        for east_west in [false, true] {
+                            for bits in [0, u64::MAX] {
+                                let f = Facts {
+                                    transport,
+                                    protocol,
+                                    east_west,
+                                    net_rules: bits,
+                                    port_rules: bits,
+                                    cgroup_rules: bits,
+                                };
+                                assert_eq!(decide(p, &f, forbid), unlooked);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!needs_facts(
+            &KernelPolicy::default(),
+            IPPROTO_TCP,
+            Protocol::Http as u8
+        ));
+        assert!(needs_facts(&policy(), IPPROTO_TCP, Protocol::Http as u8));
+        assert!(needs_facts(
+            &with_udp_rule,
+            IPPROTO_UDP,
+            Protocol::Dns as u8
+        ));
+        assert!(skipped >= 12, "{skipped}");
     }
 
     /// Rule `i` naming only a transport (every other field "any").

@@ -15,7 +15,7 @@ use sealwatch_common::{
     net::FAMILY_IPV4,
     policy::{
         ACTION_ALLOW, ACTION_DROP, ACTION_NONE, Facts, KernelPolicy, NET_KEY_HEADER_BITS, NetKey,
-        NetValue, decide, forbidden, port_key, slot_port_key, upgradable,
+        NetValue, decide, forbidden, needs_facts, port_key, slot_port_key, upgradable,
     },
     stats::Stat,
 };
@@ -367,6 +367,9 @@ fn facts<P: Packet>(
     slot: u32,
     protocol: u8,
 ) -> Facts {
+    if !needs_facts(policy, p.key.proto, protocol) {
+        return Facts::unlooked(p.key.proto, protocol);
+    }
     let client = state.client_side & 1;
     let (client_addr, _) = p.key.endpoint(client);
     let (server_addr, server_port) = p.key.endpoint(client ^ 1);
