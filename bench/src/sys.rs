@@ -82,11 +82,7 @@ const BPF_NOEXIST: i32 = 1;
 
 /// Loads `r0 = ret; exit`: a program of `kind` that does nothing but return.
 pub fn load_empty(kind: ProgType, ret: i32) -> io::Result<OwnedFd> {
-    load(
-        kind,
-        &[insn(MOV64_IMM, 0, 0, 0, ret), insn(EXIT, 0, 0, 0, 0)],
-        b"empty",
-    )
+    load(kind, &exit_with(ret), b"empty")
 }
 
 /// `r1 = map`: the two halves of a 64-bit load of the map's descriptor.
@@ -95,6 +91,40 @@ fn load_map(map: BorrowedFd<'_>) -> [[u8; 8]; 2] {
         insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map.as_raw_fd()),
         insn(0, 0, 0, 0, 0),
     ]
+}
+
+/// Stores `words` as sign-extended 64-bit words on the stack from `at` up: the floors' key.
+fn store_words(p: &mut Vec<[u8; 8]>, at: i16, words: &[i32]) {
+    for (i, w) in words.iter().enumerate() {
+        p.push(insn(ST_DW, FP, 0, at + 8 * i as i16, *w));
+    }
+}
+
+/// Where the floors build their key on the stack.
+const KEY_AT: i16 = -(FLOOR_KEY as i16);
+
+/// `reg = fp + at`: a pointer to the stack, for a helper's key or value argument.
+fn stack_ptr(reg: u8, at: i16) -> [[u8; 8]; 2] {
+    [
+        insn(MOV64_REG, reg, FP, 0, 0),
+        insn(ADD64_IMM, reg, 0, 0, i32::from(at)),
+    ]
+}
+
+/// A fast path's counting on the entry `r0` points at, `entry_at` bytes into the value: one
+/// packet and a full segment's bytes, each with an atomic add.
+fn count_packet(entry_at: i16) -> [[u8; 8]; 4] {
+    [
+        insn(MOV64_IMM, 1, 0, 0, 1),
+        insn(ATOMIC_ADD_DW, 0, 1, entry_at + PACKETS_AT, 0),
+        insn(MOV64_IMM, 1, 0, 0, 1400),
+        insn(ATOMIC_ADD_DW, 0, 1, entry_at + BYTES_AT, 0),
+    ]
+}
+
+/// `r0 = ret; exit`.
+fn exit_with(ret: i32) -> [[u8; 8]; 2] {
+    [insn(MOV64_IMM, 0, 0, 0, ret), insn(EXIT, 0, 0, 0, 0)]
 }
 
 /// The words of the key the floor programs build on their stack: each a sign-extended 32-bit
@@ -139,20 +169,14 @@ fn load_lookup_floor(
     key: [i32; 5],
 ) -> io::Result<OwnedFd> {
     let mut p = Vec::new();
-    for (i, w) in key.iter().enumerate() {
-        p.push(insn(ST_DW, FP, 0, -40 + 8 * i as i16, *w));
-    }
+    store_words(&mut p, KEY_AT, &key);
     p.extend(load_map(map));
-    p.push(insn(MOV64_REG, 2, FP, 0, 0));
-    p.push(insn(ADD64_IMM, 2, 0, 0, -40));
+    p.extend(stack_ptr(2, KEY_AT));
     p.push(insn(CALL, 0, 0, 0, MAP_LOOKUP_ELEM));
-    p.push(insn(JEQ_IMM, 0, 0, 4, 0));
-    p.push(insn(MOV64_IMM, 1, 0, 0, 1));
-    p.push(insn(ATOMIC_ADD_DW, 0, 1, PACKETS_AT, 0));
-    p.push(insn(MOV64_IMM, 1, 0, 0, 1400));
-    p.push(insn(ATOMIC_ADD_DW, 0, 1, BYTES_AT, 0));
-    p.push(insn(MOV64_IMM, 0, 0, 0, ret));
-    p.push(insn(EXIT, 0, 0, 0, 0));
+    let count = count_packet(0);
+    p.push(insn(JEQ_IMM, 0, 0, count.len() as i16, 0));
+    p.extend(count);
+    p.extend(exit_with(ret));
     load(kind, &p, b"floor_lookup")
 }
 
@@ -182,12 +206,9 @@ pub fn load_array_floor(
     capacity: u32,
     key: [i32; 5],
 ) -> io::Result<OwnedFd> {
-    const KEY_AT: i16 = -40;
     const INDEX_AT: i16 = -48;
     let mut p = Vec::new();
-    for (i, w) in key.iter().enumerate() {
-        p.push(insn(ST_DW, FP, 0, KEY_AT + 8 * i as i16, *w));
-    }
+    store_words(&mut p, KEY_AT, &key);
     // r6 = SLOT_MIX; r7 = 0; per word: r7 = (r7 ^ word) * r6.
     p.push(insn(LD_IMM64, 6, 0, 0, SLOT_MIX as u32 as i32));
     p.push(insn(0, 0, 0, 0, (SLOT_MIX >> 32) as u32 as i32));
@@ -201,8 +222,7 @@ pub fn load_array_floor(
     p.push(insn(AND64_IMM, 7, 0, 0, capacity as i32 - 1));
     p.push(insn(STX_W, FP, 7, INDEX_AT, 0));
     p.extend(load_map(map));
-    p.push(insn(MOV64_REG, 2, FP, 0, 0));
-    p.push(insn(ADD64_IMM, 2, 0, 0, i32::from(INDEX_AT)));
+    p.extend(stack_ptr(2, INDEX_AT));
     p.push(insn(CALL, 0, 0, 0, MAP_LOOKUP_ELEM));
     // Jumps to the exit, patched once its place is known.
     let mut to_out = vec![p.len()];
@@ -213,16 +233,12 @@ pub fn load_array_floor(
         to_out.push(p.len());
         p.push(insn(JNE_REG, 1, 2, 0, 0));
     }
-    p.push(insn(MOV64_IMM, 1, 0, 0, 1));
-    p.push(insn(ATOMIC_ADD_DW, 0, 1, FLOOR_KEY as i16 + PACKETS_AT, 0));
-    p.push(insn(MOV64_IMM, 1, 0, 0, 1400));
-    p.push(insn(ATOMIC_ADD_DW, 0, 1, FLOOR_KEY as i16 + BYTES_AT, 0));
+    p.extend(count_packet(FLOOR_KEY as i16));
     let out = p.len();
     for at in to_out {
         p[at][2..4].copy_from_slice(&((out - at - 1) as i16).to_le_bytes());
     }
-    p.push(insn(MOV64_IMM, 0, 0, 0, ret));
-    p.push(insn(EXIT, 0, 0, 0, 0));
+    p.extend(exit_with(ret));
     load(kind, &p, b"floor_array")
 }
 
@@ -235,29 +251,21 @@ pub fn load_insert_floor(
     map: BorrowedFd<'_>,
     key: [i32; 5],
 ) -> io::Result<OwnedFd> {
-    const KEY_AT: i16 = -40;
     const VALUE_AT: i16 = KEY_AT - FLOOR_VALUE as i16;
     let mut p = vec![insn(CALL, 0, 0, 0, KTIME_GET_NS)];
+    // The clock's reading is the key's first word.
     p.push(insn(STX_DW, FP, 0, KEY_AT, 0));
-    for (i, w) in key.iter().enumerate().skip(1) {
-        p.push(insn(ST_DW, FP, 0, KEY_AT + 8 * i as i16, *w));
-    }
-    for i in 0..FLOOR_VALUE as i16 / 8 {
-        p.push(insn(ST_DW, FP, 0, VALUE_AT + 8 * i, 0));
-    }
+    store_words(&mut p, KEY_AT + 8, &key[1..]);
+    store_words(&mut p, VALUE_AT, &[0; FLOOR_VALUE / 8]);
     p.extend(load_map(map));
-    p.push(insn(MOV64_REG, 2, FP, 0, 0));
-    p.push(insn(ADD64_IMM, 2, 0, 0, i32::from(KEY_AT)));
-    p.push(insn(MOV64_REG, 3, FP, 0, 0));
-    p.push(insn(ADD64_IMM, 3, 0, 0, i32::from(VALUE_AT)));
+    p.extend(stack_ptr(2, KEY_AT));
+    p.extend(stack_ptr(3, VALUE_AT));
     p.push(insn(MOV64_IMM, 4, 0, 0, BPF_NOEXIST));
     p.push(insn(CALL, 0, 0, 0, MAP_UPDATE_ELEM));
     p.extend(load_map(map));
-    p.push(insn(MOV64_REG, 2, FP, 0, 0));
-    p.push(insn(ADD64_IMM, 2, 0, 0, i32::from(KEY_AT)));
+    p.extend(stack_ptr(2, KEY_AT));
     p.push(insn(CALL, 0, 0, 0, MAP_LOOKUP_ELEM));
-    p.push(insn(MOV64_IMM, 0, 0, 0, ret));
-    p.push(insn(EXIT, 0, 0, 0, 0));
+    p.extend(exit_with(ret));
     load(kind, &p, b"floor_insert")
 }
 
