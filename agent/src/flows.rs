@@ -286,7 +286,20 @@ pub struct FlowTracker<T> {
     record_every_ns: Option<u64>,
     /// Entries in the table at the last sweep.
     table_entries: usize,
+    /// Verdicts reported from the table because their notice had not come (see
+    /// [`LATE_NOTICE_SWEEPS`]), by key: the verdict's time and the sweep that reported it.
+    recovered: FlowMap<(u64, u64)>,
+    /// Their keys in the order they were recovered, to let them go.
+    recovered_order: std::collections::VecDeque<(u64, FlowKey)>,
+    /// Sweeps so far, not wrapping.
+    sweep_count: u64,
 }
+
+/// Sweeps for which a verdict recovered from the table is remembered. Its notice was not lost
+/// if the ring reader was only behind (an agent stopped or starved for a while); it then comes
+/// late, possibly after the flow idled out and was forgotten, and must not report the flow
+/// again. Four sweeps are at least four seconds.
+const LATE_NOTICE_SWEEPS: u64 = 4;
 
 impl<T: FlowTable> FlowTracker<T> {
     pub fn new(table: T, timeouts: Timeouts) -> FlowTracker<T> {
@@ -301,6 +314,9 @@ impl<T: FlowTable> FlowTracker<T> {
             timeouts,
             stats: TrackerStats::default(),
             deadlines: BinaryHeap::new(),
+            recovered: FlowMap::default(),
+            recovered_order: std::collections::VecDeque::new(),
+            sweep_count: 0,
             sample_budget: u64::from(sealwatch_common::DEFAULT_SAMPLE_BYTES),
             policy: std::sync::Arc::new(Policy::default()),
             closing: std::collections::VecDeque::new(),
@@ -397,6 +413,13 @@ impl<T: FlowTable> FlowTracker<T> {
                 if self.quiet.contains(&n.key) {
                     // Reported already: a duplicate.
                     return;
+                }
+                if let Some(&(verdict_ns, _)) = self.recovered.get(&n.key) {
+                    self.recovered.remove(&n.key);
+                    if verdict_ns == n.ts_ns {
+                        // The notice of a verdict already reported from the table, come late.
+                        return;
+                    }
                 }
                 let visited = self.sweeps;
                 let tracked = self
@@ -683,6 +706,16 @@ impl<T: FlowTable> FlowTracker<T> {
     /// A table that fills its second half within one sweep interval is too small anyway.
     pub fn sweep(&mut self, now: u64, out: &mut Vec<Event>) {
         self.sweeps = self.sweeps.wrapping_add(1);
+        self.sweep_count += 1;
+        while let Some(&(at, key)) = self.recovered_order.front() {
+            if at + LATE_NOTICE_SWEEPS > self.sweep_count {
+                break;
+            }
+            self.recovered_order.pop_front();
+            if self.recovered.get(&key).is_some_and(|&(_, s)| s == at) {
+                self.recovered.remove(&key);
+            }
+        }
         let visited = self.sweeps;
         let keep_totals = self
             .table
@@ -703,6 +736,9 @@ impl<T: FlowTable> FlowTracker<T> {
                 // A verdict with no notice seen was lost to a full ring buffer.
                 if state.flags & FLOW_VERDICT != 0 && !noticed {
                     self.stats.verdicts_recovered += 1;
+                    self.recovered
+                        .insert(key, (state.verdict_ns, self.sweep_count));
+                    self.recovered_order.push_back((self.sweep_count, key));
                     self.report_from_state(&key, &state, out);
                 }
                 if now.saturating_sub(state.last_ns) >= self.timeouts.idle_ns {
@@ -1326,6 +1362,58 @@ mod tests {
         t.sweep(now, &mut out);
         assert_eq!(flows(&out).len(), 1);
         assert_eq!(t.stats().verdicts_recovered, 1);
+    }
+
+    /// A notice that was only late (the ring reader behind), not lost: it comes after the sweep
+    /// reported the verdict from the table and the flow idled out. The flow is not reported
+    /// again; a later flow on the same key, with a verdict of its own, is taken up.
+    #[test]
+    fn late_notice_of_a_recovered_verdict_reports_nothing_again() {
+        let reports = |out: &[Event]| flows(out).iter().filter(|f| f.event == "flow").count();
+        let now = 1000 * SEC;
+        let k = key(IPPROTO_UDP);
+        let state = FlowState {
+            last_ns: now - 2 * TIMEOUTS.idle_ns,
+            ..http_state(now - 2 * TIMEOUTS.idle_ns)
+        };
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(k, state);
+        let mut out = Vec::new();
+        t.sweep(now, &mut out);
+        assert_eq!(reports(&out), 1, "recovered and reported");
+        assert!(t.table.0.is_empty(), "and ended: idle");
+        out.clear();
+        t.on_notice(&notice(KIND_VERDICT, k, &state), now, &mut out);
+        assert_eq!(reports(&out), 0, "the late notice reports nothing");
+        assert!(
+            !t.flows.contains_key(&k),
+            "nor holds the flow to report it later"
+        );
+
+        let again = http_state(now + SEC);
+        t.table.0.insert(k, again);
+        t.on_notice(&notice(KIND_VERDICT, k, &again), now + SEC, &mut out);
+        assert!(
+            t.flows
+                .get(&k)
+                .is_some_and(|f| f.reported || f.pending.is_some()),
+            "a new flow on the key is taken up (reported, or held for its samples)"
+        );
+    }
+
+    /// What a recovered verdict leaves behind goes after a few sweeps.
+    #[test]
+    fn recovered_verdicts_are_forgotten_after_a_few_sweeps() {
+        let now = 100 * SEC;
+        let mut t = FlowTracker::new(FakeTable::default(), TIMEOUTS);
+        t.table.0.insert(key(IPPROTO_TCP), http_state(now));
+        let mut out = Vec::new();
+        t.sweep(now, &mut out);
+        assert_eq!(t.recovered.len(), 1);
+        for i in 1..=LATE_NOTICE_SWEEPS {
+            t.sweep(now + i * SEC, &mut out);
+        }
+        assert!(t.recovered.is_empty() && t.recovered_order.is_empty());
     }
 
     #[test]
