@@ -287,19 +287,18 @@ pub struct FlowTracker<T> {
     /// Entries in the table at the last sweep.
     table_entries: usize,
     /// Verdicts reported from the table because their notice had not come (see
-    /// [`LATE_NOTICE_SWEEPS`]), by key: the verdict's time and the sweep that reported it.
-    recovered: FlowMap<(u64, u64)>,
+    /// [`LATE_NOTICE_SWEEPS`]), by key: the verdict's time and the sweep (`sweeps`) that
+    /// reported it.
+    recovered: FlowMap<(u64, u8)>,
     /// Their keys in the order they were recovered, to let them go.
-    recovered_order: std::collections::VecDeque<(u64, FlowKey)>,
-    /// Sweeps so far, not wrapping.
-    sweep_count: u64,
+    recovered_order: std::collections::VecDeque<(u8, FlowKey)>,
 }
 
 /// Sweeps for which a verdict recovered from the table is remembered. Its notice was not lost
 /// if the ring reader was only behind (an agent stopped or starved for a while); it then comes
 /// late, possibly after the flow idled out and was forgotten, and must not report the flow
 /// again. Four sweeps are at least four seconds.
-const LATE_NOTICE_SWEEPS: u64 = 4;
+const LATE_NOTICE_SWEEPS: u8 = 4;
 
 impl<T: FlowTable> FlowTracker<T> {
     pub fn new(table: T, timeouts: Timeouts) -> FlowTracker<T> {
@@ -316,7 +315,6 @@ impl<T: FlowTable> FlowTracker<T> {
             deadlines: BinaryHeap::new(),
             recovered: FlowMap::default(),
             recovered_order: std::collections::VecDeque::new(),
-            sweep_count: 0,
             sample_budget: u64::from(sealwatch_common::DEFAULT_SAMPLE_BYTES),
             policy: std::sync::Arc::new(Policy::default()),
             closing: std::collections::VecDeque::new(),
@@ -414,12 +412,11 @@ impl<T: FlowTable> FlowTracker<T> {
                     // Reported already: a duplicate.
                     return;
                 }
-                if let Some(&(verdict_ns, _)) = self.recovered.get(&n.key) {
-                    self.recovered.remove(&n.key);
-                    if verdict_ns == n.ts_ns {
-                        // The notice of a verdict already reported from the table, come late.
-                        return;
-                    }
+                if let Some((verdict_ns, _)) = self.recovered.remove(&n.key)
+                    && verdict_ns == n.ts_ns
+                {
+                    // The notice of a verdict already reported from the table, come late.
+                    return;
                 }
                 let visited = self.sweeps;
                 let tracked = self
@@ -706,9 +703,9 @@ impl<T: FlowTable> FlowTracker<T> {
     /// A table that fills its second half within one sweep interval is too small anyway.
     pub fn sweep(&mut self, now: u64, out: &mut Vec<Event>) {
         self.sweeps = self.sweeps.wrapping_add(1);
-        self.sweep_count += 1;
+        // Entries go every sweep, long before the wrapping count comes round.
         while let Some(&(at, key)) = self.recovered_order.front() {
-            if at + LATE_NOTICE_SWEEPS > self.sweep_count {
+            if self.sweeps.wrapping_sub(at) < LATE_NOTICE_SWEEPS {
                 break;
             }
             self.recovered_order.pop_front();
@@ -736,9 +733,8 @@ impl<T: FlowTable> FlowTracker<T> {
                 // A verdict with no notice seen was lost to a full ring buffer.
                 if state.flags & FLOW_VERDICT != 0 && !noticed {
                     self.stats.verdicts_recovered += 1;
-                    self.recovered
-                        .insert(key, (state.verdict_ns, self.sweep_count));
-                    self.recovered_order.push_back((self.sweep_count, key));
+                    self.recovered.insert(key, (state.verdict_ns, self.sweeps));
+                    self.recovered_order.push_back((self.sweeps, key));
                     self.report_from_state(&key, &state, out);
                 }
                 if now.saturating_sub(state.last_ns) >= self.timeouts.idle_ns {
@@ -1410,7 +1406,7 @@ mod tests {
         let mut out = Vec::new();
         t.sweep(now, &mut out);
         assert_eq!(t.recovered.len(), 1);
-        for i in 1..=LATE_NOTICE_SWEEPS {
+        for i in 1..=u64::from(LATE_NOTICE_SWEEPS) {
             t.sweep(now + i * SEC, &mut out);
         }
         assert!(t.recovered.is_empty() && t.recovered_order.is_empty());
